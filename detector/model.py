@@ -20,6 +20,8 @@ from detector.threads import set_torch_threads
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "cigarette-yolov9t.pt"
+# The confidence threshold the model card recommends for the shipped weights.
+DEFAULT_CONFIDENCE = 0.25
 EXPORTED_SUFFIXES = {".onnx", ".torchscript", ".engine", ".tflite", ".mlpackage"}
 
 
@@ -57,7 +59,7 @@ class ModelSettings:
     weights: Path = DEFAULT_WEIGHTS
     device: str = "auto"
     imgsz: int = 416
-    confidence: float = 0.25
+    confidence: float = DEFAULT_CONFIDENCE
     iou: float = 0.5
     half: bool | None = None  # None: fp16 on CUDA, fp32 on CPU.
     threads: int = 0  # 0: every core this process may use.
@@ -82,7 +84,10 @@ class Detector:
             raise ModelError(f"weights {str(weights)!r} not found: pass --weights with a .pt or exported model file")
 
         self.device = resolve_device(self.settings.device)
-        self.half = self.device.startswith("cuda") if self.settings.half is None else self.settings.half
+        # An exported model keeps the precision it was exported with, so fp16 input would not match an fp32 export.
+        exported = weights.suffix in EXPORTED_SUFFIXES or weights.is_dir()
+        default_half = self.device.startswith("cuda") and not exported
+        self.half = default_half if self.settings.half is None else self.settings.half
         self.threads = set_torch_threads(self.settings.threads)
 
         from ultralytics import YOLO
@@ -119,7 +124,7 @@ class Detector:
             conf=self.settings.confidence if confidence is None else confidence,
             iou=self.settings.iou,
             device=self.device,
-            half=self.half,
+            quantize=16 if self.half else None,
             batch=len(frames),
             verbose=False,
         )

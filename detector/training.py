@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,393 @@ def settings_as_dict(settings: TrainSettings) -> dict[str, Any]:
     values["data"] = str(settings.data)
     values["project"] = str(settings.project)
     return values
+
+
+# ---------------------------------------------------------------------------
+# Publishing a finished run: stripped weights and a model card
+# ---------------------------------------------------------------------------
+
+# results.csv column -> model card column, as Ultralytics 8.4 names them for detection.
+CARD_METRIC_COLUMNS = {
+    "metrics/precision(B)": "precision",
+    "metrics/recall(B)": "recall",
+    "metrics/mAP50(B)": "mAP50",
+    "metrics/mAP50-95(B)": "mAP50-95",
+}
+
+
+def check_output_name(output: Path) -> None:
+    """Raise TrainingError when a weights output path would be named like an Ultralytics release asset."""
+    if Path(output).name.lower().startswith(OFFICIAL_WEIGHT_PREFIXES):
+        raise TrainingError(
+            f"output {str(output)!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
+            "download it when loaded; choose another --output or --name (for example cigarette-<name>)"
+        )
+
+
+def publish_run(result: TrainResult, settings: TrainSettings, output: Path, command: str) -> tuple[Path, Path]:
+    """Copy the run's best weights, stripped, to ``output`` and write a Markdown model card beside them.
+
+    Returns the weights and card paths. Falls back to last.pt when the run never saved a best.pt.
+    """
+    check_output_name(output)
+    source = result.best if result.best.is_file() else result.last
+    if not source.is_file():
+        raise TrainingError(f"run {result.run_dir} has no weights/best.pt or weights/last.pt; the run did not finish an epoch")
+    weights = strip_checkpoint(source, Path(output))
+    rows = read_results_csv(result.results_csv) if result.results_csv.is_file() else []
+    card = weights.with_suffix(".md")
+    card.write_text(render_model_card(weights, source, settings, rows, command), encoding="utf-8")
+    logger.info("wrote %s and %s from %s", weights, card, source)
+    return weights, card
+
+
+def render_model_card(weights: Path, source: Path, settings: TrainSettings, rows: list[dict[str, float]], command: str) -> str:
+    """Return a Markdown model card: data, command, training settings and validation metrics per epoch."""
+    lines = [
+        f"# {weights.stem}",
+        "",
+        "A one-class cigarette detector trained with Ultralytics.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| data | `{Path(settings.data).resolve()}` |",
+        f"| command | `{command}` |",
+        f"| model | `{settings.model}` |",
+        f"| epochs | {len(rows) if rows else '?'} run of {settings.epochs} requested |",
+        f"| image size | {settings.imgsz} |",
+        f"| batch | {settings.batch} |",
+        f"| weights | copied from `{source}` without optimizer state |",
+        "",
+        "## Validation metrics per epoch",
+        "",
+        "From the run's results.csv: Ultralytics validates on the `val` split after each epoch.",
+        "",
+    ]
+    if not rows:
+        lines.append("No results.csv was found for this run.")
+        return "\n".join(lines) + "\n"
+
+    headers = ["epoch", *CARD_METRIC_COLUMNS.values()]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "---|" * len(headers))
+    for row in rows:
+        cells = [str(int(row.get("epoch", 0)))]
+        cells += [f"{row[column]:.4f}" if column in row else "-" for column in CARD_METRIC_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class BoxMetrics:
+    """Ultralytics box metrics over a set of images; mAP is computed over all confidences."""
+
+    images: int
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+
+
+@dataclass
+class ImageOutcomes:
+    """Image-level counts at one confidence threshold: any detection on an image counts as a find."""
+
+    positives_found: int = 0
+    positives_missed: int = 0
+    negatives_clean: int = 0
+    negatives_false_alarm: int = 0
+
+    def add(self, has_box: bool, detected: bool) -> None:
+        if has_box and detected:
+            self.positives_found += 1
+        elif has_box:
+            self.positives_missed += 1
+        elif detected:
+            self.negatives_false_alarm += 1
+        else:
+            self.negatives_clean += 1
+
+
+@dataclass
+class EvalReport:
+    """Evaluation of one weights file on one dataset split, overall and per source."""
+
+    weights: Path
+    data: Path
+    split: str
+    confidence: float
+    metrics: BoxMetrics
+    outcomes: ImageOutcomes
+    source_metrics: dict[str, BoxMetrics] = field(default_factory=dict)
+    source_outcomes: dict[str, ImageOutcomes] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "weights": str(self.weights),
+            "data": str(self.data),
+            "split": self.split,
+            "confidence": self.confidence,
+            "metrics": asdict(self.metrics),
+            "image_level": asdict(self.outcomes),
+            "sources": {
+                source: {"metrics": asdict(metrics), "image_level": asdict(self.source_outcomes[source])}
+                for source, metrics in self.source_metrics.items()
+            },
+        }
+
+
+def read_manifest_sources(dataset_root: Path, images: list[Path]) -> dict[str, list[Path]]:
+    """Group ``images`` by the ``source`` column of ``dataset_root/manifest.csv``; empty when there is no manifest.
+
+    Paths in the manifest's ``file`` column are relative to the dataset root.
+    """
+    manifest = Path(dataset_root) / "manifest.csv"
+    if not manifest.is_file():
+        return {}
+    wanted = {image.resolve() for image in images}
+    groups: dict[str, list[Path]] = {}
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"file", "source"} <= set(reader.fieldnames or ()):
+            raise TrainingError(f"{manifest}: expected columns file and source, found {reader.fieldnames}")
+        for row in reader:
+            image = (Path(dataset_root) / row["file"]).resolve()
+            if image in wanted:
+                groups.setdefault(row["source"], []).append(image)
+    return dict(sorted(groups.items()))
+
+
+def evaluate(
+    weights: Path,
+    data: Path,
+    split: str = "test",
+    confidence: float = 0.25,
+    imgsz: int = 416,
+    batch: int = 16,
+    device: str = "auto",
+    workers: int = 2,
+) -> EvalReport:
+    """Evaluate weights on one split with Ultralytics ``val``, per manifest source, and image by image.
+
+    ``confidence`` sets only the image-level counts; precision, recall and mAP come
+    from Ultralytics at its own low threshold, as Ultralytics reports them.
+    """
+    from detector.data import DataError, find_data_yaml, list_split_images, load_layout
+    from detector.model import Detector, ModelSettings, resolve_device
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    weights = Path(weights)
+    if not weights.exists():
+        raise TrainingError(f"weights {str(weights)!r} not found: pass --weights with a .pt or exported model file")
+    split_key = SPLIT_ALIASES.get(split)
+    if split_key is None:
+        raise TrainingError(f"invalid split {split!r}: use train, val or test")
+    try:
+        yaml_path = find_data_yaml(Path(data))
+        layout = load_layout(yaml_path)
+    except DataError as error:
+        raise TrainingError(str(error)) from error
+    if split_key not in layout.splits:
+        raise TrainingError(f"{yaml_path} has no {split_key!r} split; pass --split with one of {sorted(layout.splits)}")
+    images = list_split_images(layout.splits[split_key])
+    if not images:
+        raise TrainingError(f"{split_key} split of {yaml_path} has no images; run `smokedet data check` on it")
+
+    device = resolve_device(device)
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task="detect")
+    sources = read_manifest_sources(yaml_path.parent, images)
+    with tempfile.TemporaryDirectory(prefix="smokedet-eval-") as scratch:
+        scratch_dir = Path(scratch)
+        validate = _validator(model, imgsz=imgsz, batch=batch, device=device, workers=workers, scratch=scratch_dir)
+        metrics = validate(yaml_path, split_key, len(images))
+        source_metrics = {}
+        for source, source_images in sources.items():
+            subset_yaml = _write_subset_yaml(scratch_dir, source, source_images, layout.names)
+            source_metrics[source] = validate(subset_yaml, "val", len(source_images))
+
+    detector = Detector(ModelSettings(weights=weights, device=device, imgsz=imgsz, confidence=confidence))
+    detected = _detect_images(detector, images, batch)
+    outcomes = ImageOutcomes()
+    for image in images:
+        outcomes.add(_has_box(image), detected[image])
+    source_outcomes = {}
+    for source, source_images in sources.items():
+        source_outcomes[source] = ImageOutcomes()
+        for image in source_images:
+            source_outcomes[source].add(_has_box(image), detected[image])
+
+    return EvalReport(
+        weights=weights,
+        data=yaml_path,
+        split=split_key,
+        confidence=confidence,
+        metrics=metrics,
+        outcomes=outcomes,
+        source_metrics=source_metrics,
+        source_outcomes=source_outcomes,
+    )
+
+
+def _validator(model: Any, imgsz: int, batch: int, device: str, workers: int, scratch: Path):
+    def validate(data_yaml: Path, split: str, image_count: int) -> BoxMetrics:
+        logger.info("validating %s on %s split %s (%d images)", model.ckpt_path or model.model_name, data_yaml, split, image_count)
+        results = model.val(
+            data=str(data_yaml),
+            split=split,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            workers=workers,
+            plots=False,  # Plotting fetches a font from the internet on first use.
+            half=False,
+            save_json=False,
+            verbose=False,
+            project=str(scratch),
+            name="val",
+            exist_ok=True,
+        )
+        box = results.box
+        return BoxMetrics(
+            images=image_count,
+            precision=float(box.mp),
+            recall=float(box.mr),
+            map50=float(box.map50),
+            map50_95=float(box.map),
+        )
+
+    return validate
+
+
+def _write_subset_yaml(folder: Path, source: str, images: list[Path], names: dict[int, str]) -> Path:
+    # Ultralytics accepts a .txt of absolute image paths as a split and finds labels beside each image.
+    safe = "".join(character if character.isalnum() or character in "-_" else "_" for character in source)
+    image_list = folder / f"{safe}.txt"
+    image_list.write_text("".join(f"{image}\n" for image in images), encoding="utf-8")
+    subset_yaml = folder / f"{safe}.yaml"
+    content = {"train": str(image_list), "val": str(image_list), "names": names}
+    subset_yaml.write_text(json.dumps(content), encoding="utf-8")  # JSON is valid YAML.
+    return subset_yaml
+
+
+def _has_box(image: Path) -> bool:
+    from detector.data import label_path_for
+
+    label = label_path_for(image)
+    if not label.is_file():
+        return False
+    return any(line.split() for line in label.read_text(encoding="utf-8-sig").splitlines())
+
+
+def _detect_images(detector: Any, images: list[Path], batch: int) -> dict[Path, bool]:
+    import cv2
+
+    detected: dict[Path, bool] = {}
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        frames = []
+        for image in chunk:
+            frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise TrainingError(f"image {image} could not be read; run `smokedet data check` on the dataset")
+            frames.append(frame)
+        for image, detections in zip(chunk, detector.detect(frames)):
+            detected[image] = len(detections) > 0
+    return detected
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("onnx", "openvino", "engine")
+EXPORT_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",), "engine": ("tensorrt",)}
+ENGINE_MAX_BATCH = 16  # Largest batch a dynamic TensorRT engine accepts.
+
+
+def check_export_requirements(export_format: str, half: bool, cuda_available: bool) -> None:
+    """Raise TrainingError when this machine cannot export to ``export_format``.
+
+    Ultralytics would otherwise try to pip-install missing packages, which fails offline.
+    """
+    import importlib.util
+
+    if export_format not in EXPORT_FORMATS:
+        raise TrainingError(f"invalid export format {export_format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    if export_format == "engine" and not cuda_available:
+        raise TrainingError("TensorRT export (--format engine) needs a CUDA GPU and none was found; export onnx or openvino here")
+    if half and export_format == "onnx" and not cuda_available:
+        raise TrainingError("--half with --format onnx needs a CUDA GPU; drop --half to export fp32 on this machine")
+    missing = [name for name in EXPORT_PACKAGES[export_format] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise TrainingError(f"{export_format} export needs the Python package(s) {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def export_model(
+    weights: Path,
+    export_format: str,
+    imgsz: int = 416,
+    half: bool = False,
+    device: str = "auto",
+    output: Path | None = None,
+) -> Path:
+    """Export PyTorch weights with Ultralytics and return the exported file or folder.
+
+    Exports have a dynamic batch size, because ``Detector.detect`` runs batches.
+    Without ``output`` the export lands beside the weights, named after them.
+    """
+    import importlib.util
+
+    import torch
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    weights = Path(weights)
+    if not weights.is_file() or weights.suffix != ".pt":
+        raise TrainingError(f"weights {str(weights)!r} not found or not a .pt file: export starts from PyTorch weights")
+    check_export_requirements(export_format, half, torch.cuda.is_available())
+    if export_format == "engine":
+        device = "cuda:0" if device == "auto" else device
+    from detector.model import resolve_device
+
+    device = resolve_device(device)
+
+    from ultralytics import YOLO
+
+    if output is not None:
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".smokedet-export-", dir=output.parent if output else None) as scratch:
+        source = weights
+        if output is not None:
+            # Ultralytics writes next to its input, so export a copy beside the requested output.
+            source = Path(scratch) / weights.name
+            shutil.copyfile(weights, source)
+        model = YOLO(str(source), task="detect")
+        logger.info("exporting %s to %s at imgsz %d on %s", weights, export_format, imgsz, device)
+        exported = Path(
+            model.export(
+                format=export_format,
+                imgsz=imgsz,
+                half=half,
+                device=device,
+                dynamic=True,
+                batch=ENGINE_MAX_BATCH if export_format == "engine" else 1,
+                simplify=importlib.util.find_spec("onnxslim") is not None,
+            )
+        )
+        if output is not None:
+            if output.exists():
+                shutil.rmtree(output) if output.is_dir() else output.unlink()
+            shutil.move(str(exported), output)
+            exported = output
+    logger.info("exported %s", exported)
+    return exported

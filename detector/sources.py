@@ -1,0 +1,349 @@
+"""Frame sources: video decoding in a reader thread into a bounded buffer.
+
+A source yields :class:`Frame` values in presentation order. :class:`FrameReader`
+runs a source in its own thread and hands frames over through a buffer whose
+policy depends on the kind of source: a file scan keeps every sampled frame and
+blocks the decoder when the consumer is slow, a live camera keeps the newest
+frames and drops the oldest.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Frame rates outside this range are treated as broken metadata.
+MIN_PLAUSIBLE_FPS = 1.0
+MAX_PLAUSIBLE_FPS = 240.0
+FALLBACK_FPS = 25.0
+
+
+class SourceError(Exception):
+    """A source could not be opened or read."""
+
+
+class SourceOpenError(SourceError):
+    """The input is missing, not a video, or has no video stream."""
+
+
+class SourceDecodeError(SourceError):
+    """Decoding failed before any frame came out."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    ``timestamp`` is in seconds of video time from the start of the stream;
+    ``captured_at`` is the ``time.monotonic()`` value when the frame was decoded,
+    which live sources use to measure lag.
+    """
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    sampled: bool = True
+    captured_at: float = field(default_factory=time.monotonic)
+    source_id: str = ""
+
+
+@dataclass
+class VideoInfo:
+    """What a video file's container says about its video stream."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    fps_from_metadata: bool
+    frames_expected: int | None
+    duration: float | None
+    rotation: int
+    codec: str
+    creation_time: str | None = None
+
+
+@dataclass
+class DecodeStats:
+    """What the decoder actually delivered, filled in while decoding."""
+
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    last_timestamp: float | None = None
+    error: str | None = None
+
+
+class Sampler:
+    """Pick frames at a fixed rate of video time, or every frame when ``fps`` is None."""
+
+    def __init__(self, fps: float | None) -> None:
+        if fps is not None and fps <= 0:
+            raise ValueError(f"sample rate must be positive frames per second, got {fps}")
+        self.interval = None if fps is None else 1.0 / fps
+        self._next_time: float | None = None
+
+    def keep(self, timestamp: float) -> bool:
+        if self.interval is None:
+            return True
+        if self._next_time is None:
+            self._next_time = timestamp
+        # A small tolerance keeps frames at 30 fps from drifting off a 5 fps grid by rounding.
+        if timestamp + 1e-6 >= self._next_time:
+            steps = math.floor((timestamp - self._next_time) / self.interval) + 1
+            self._next_time += steps * self.interval
+            return True
+        return False
+
+
+def _plausible_fps(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and MIN_PLAUSIBLE_FPS <= value <= MAX_PLAUSIBLE_FPS
+
+
+class VideoFileSource:
+    """Decode a video file with PyAV, applying the container's rotation metadata.
+
+    Timestamps come from each frame's presentation time, so a file whose frame-rate
+    metadata is 0 or absurd still gets correct times; the frame rate is then
+    estimated from the timestamps of the first frames.
+    """
+
+    def __init__(self, path: str | Path, sample_fps: float | None = 5.0, deliver_all: bool = False) -> None:
+        self.path = Path(path)
+        self.sample_fps = sample_fps
+        self.deliver_all = deliver_all
+        self.stats = DecodeStats()
+        self._container = None
+        self.info = self._open()
+
+    def _open(self) -> VideoInfo:
+        import av
+
+        if not self.path.exists():
+            raise SourceOpenError(f"{self.path}: file not found")
+        if not self.path.is_file():
+            raise SourceOpenError(f"{self.path}: not a regular file")
+        if self.path.stat().st_size == 0:
+            raise SourceOpenError(f"{self.path}: file is empty (0 bytes)")
+        try:
+            container = av.open(str(self.path), mode="r", metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+            raise SourceOpenError(f"{self.path}: not a readable video ({_ffmpeg_reason(error)})") from error
+        if not container.streams.video:
+            container.close()
+            raise SourceOpenError(f"{self.path}: contains no video stream")
+
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._container = container
+        self._stream = stream
+
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else None
+        fps_ok = _plausible_fps(fps)
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        frames_expected = stream.frames or None
+        if frames_expected is None and duration and fps_ok:
+            frames_expected = round(duration * fps)
+        if not fps_ok:
+            logger.warning("%s: frame rate metadata %r is implausible; using frame timestamps", self.path, fps)
+        creation = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
+        return VideoInfo(
+            path=str(self.path),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps if fps_ok else FALLBACK_FPS,
+            fps_from_metadata=fps_ok,
+            frames_expected=frames_expected,
+            duration=duration,
+            rotation=0,
+            codec=stream.codec_context.name,
+            creation_time=creation,
+        )
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in order; raise SourceDecodeError when not one frame decodes."""
+        import av
+
+        sampler = Sampler(self.sample_fps)
+        start_pts: float | None = None
+        index = -1
+        try:
+            for decoded in self._container.decode(self._stream):
+                index += 1
+                timestamp = self._timestamp(decoded, index)
+                if start_pts is None:
+                    start_pts = timestamp
+                timestamp = max(0.0, timestamp - start_pts)
+                self.stats.frames_decoded += 1
+                self.stats.last_timestamp = timestamp
+                if index == 0:
+                    self.info.rotation = int(getattr(decoded, "rotation", 0) or 0)
+                sampled = sampler.keep(timestamp)
+                if not (sampled or self.deliver_all):
+                    continue
+                if sampled:
+                    self.stats.frames_sampled += 1
+                image = self._to_bgr(decoded)
+                yield Frame(index=index, timestamp=timestamp, image=image, sampled=sampled, source_id=str(self.path))
+        except av.error.FFmpegError as error:
+            self.stats.error = _ffmpeg_reason(error)
+            if self.stats.frames_decoded == 0:
+                raise SourceDecodeError(f"{self.path}: no frame could be decoded ({self.stats.error})") from error
+            logger.warning(
+                "%s: decoding stopped after %d frames at %.2f s: %s",
+                self.path,
+                self.stats.frames_decoded,
+                self.stats.last_timestamp or 0.0,
+                self.stats.error,
+            )
+        finally:
+            self.close()
+        if self.stats.frames_decoded == 0:
+            raise SourceDecodeError(f"{self.path}: the video stream contains no decodable frame")
+        if not self.info.fps_from_metadata and self.stats.frames_decoded > 1 and self.stats.last_timestamp:
+            self.info.fps = (self.stats.frames_decoded - 1) / self.stats.last_timestamp
+
+    def _timestamp(self, decoded, index: int) -> float:
+        if decoded.pts is not None and decoded.time_base is not None:
+            return float(decoded.pts * decoded.time_base)
+        return index / self.info.fps
+
+    def _to_bgr(self, decoded) -> np.ndarray:
+        image = decoded.to_ndarray(format="bgr24")
+        # PyAV reports the display matrix as a counterclockwise angle; np.rot90 also turns counterclockwise.
+        quarter_turns = round(self.info.rotation / 90) % 4
+        if quarter_turns:
+            image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
+        return image
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def _ffmpeg_reason(error: Exception) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return text.strip().rstrip(".") or type(error).__name__
+
+
+class BufferPolicy(str, enum.Enum):
+    """How a reader hands frames over when the consumer is slower than the source."""
+
+    KEEP_ALL = "keep_all"  # Block the decoder: a scan must not lose a sampled frame.
+    KEEP_LATEST = "keep_latest"  # Drop the oldest frame: a live view must not fall behind.
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """The reader's last item, also sent when the source failed."""
+
+    error: Exception | None = None
+
+
+class FrameReader:
+    """Run a source's ``frames()`` in a daemon thread and buffer what it yields."""
+
+    def __init__(self, source, policy: BufferPolicy = BufferPolicy.KEEP_ALL, capacity: int = 32) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be at least 1, got {capacity}")
+        self.source = source
+        self.policy = policy
+        self.dropped = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"reader-{getattr(source, 'path', 'source')}", daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> FrameReader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the reader to stop; it ends after the frame it is decoding."""
+        self._stop.set()
+        # Free a slot so a decoder blocked on a full buffer sees the stop request.
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        error: Exception | None = None
+        try:
+            for frame in self.source.frames():
+                if self._stop.is_set():
+                    break
+                self._put(frame)
+        except Exception as caught:  # Handed to the consumer with the end marker.
+            error = caught
+        finally:
+            self._put_end(EndOfStream(error))
+
+    def _put(self, item) -> None:
+        if self.policy is BufferPolicy.KEEP_ALL:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            return
+        with self._lock:
+            while True:
+                try:
+                    self._queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+
+    def _put_end(self, marker: EndOfStream) -> None:
+        # The end marker must always arrive, so it may push out a frame even under KEEP_ALL after a stop.
+        while True:
+            try:
+                self._queue.put(marker, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set() or self.policy is BufferPolicy.KEEP_LATEST:
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    def get(self, timeout: float | None = None):
+        """Return the next Frame or EndOfStream; raise queue.Empty after ``timeout`` seconds."""
+        return self._queue.get(timeout=timeout)
+
+    def get_nowait(self):
+        return self._queue.get_nowait()
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield frames until the end marker; re-raise the source's error, if any."""
+        while True:
+            item = self._queue.get()
+            if isinstance(item, EndOfStream):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
