@@ -51,6 +51,14 @@ def _add_scan_command(commands: argparse._SubParsersAction) -> None:
 
 def _add_watch_command(commands: argparse._SubParsersAction) -> None:
     """Register ``smokedet watch`` (live monitoring)."""
+    from detector.watch import add_watch_arguments, run_watch_command
+
+    parser = commands.add_parser(
+        "watch", help="watch webcams, streams or looping files live and raise alerts when someone smokes"
+    )
+    add_watch_arguments(parser)
+    _add_model_arguments(parser)
+    parser.set_defaults(handler=run_watch_command)
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:

@@ -201,3 +201,194 @@ class EventTracker:
         self._window.clear()
         logger.debug("%s: event %d closed at %.2f s", self.source_id, event.event_id, event.end)
         return EventChange("closed", event)
+
+
+# ---------------------------------------------------------------------------
+# Live alerts: one camera's smoking state over seconds of stream time.
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Timing of live alerts; all durations are seconds of stream time (capture time for cameras).
+
+    Smoking starts at a frame with a detection and persists while no gap of
+    ``clear_after`` seconds without one occurs. An alert is raised once it has
+    persisted for ``min_duration`` seconds with at least ``min_positive_fraction``
+    of the processed frames positive, and cleared after ``clear_after`` seconds
+    without a detection. No new alert is raised within ``cooldown`` seconds of
+    the previous alert's clearing. Smoking that outlasts the cooldown raises the
+    next alert when the cooldown ends.
+    """
+
+    min_duration: float = 3.0
+    clear_after: float = 10.0
+    cooldown: float = 60.0
+    min_positive_fraction: float = 0.5
+    confidence: float = 0.0  # A detection counts when its confidence is at least this (0: every detection).
+
+    def __post_init__(self) -> None:
+        if self.min_duration < 0:
+            raise ValueError(f"min_duration must not be negative seconds, got {self.min_duration}")
+        if self.clear_after <= 0:
+            raise ValueError(f"clear_after must be positive seconds, got {self.clear_after}")
+        if self.cooldown < 0:
+            raise ValueError(f"cooldown must not be negative seconds, got {self.cooldown}")
+        if not 0.0 < self.min_positive_fraction <= 1.0:
+            raise ValueError(f"min_positive_fraction must be within (0, 1], got {self.min_positive_fraction}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be within [0, 1], got {self.confidence}")
+
+
+@dataclass
+class Alert:
+    """One raised alert of one camera; times are seconds of stream time."""
+
+    alert_id: int
+    camera: str
+    onset: float  # First positive frame of the smoking that raised the alert.
+    raised_at: float
+    last_positive: float
+    peak_confidence: float
+    peak_time: float
+    positive_frames: int
+    processed_frames: int
+    cleared_at: float | None = None
+    clear_reason: str | None = None  # "quiet", "end_of_stream" or "shutdown".
+    evidence_image: np.ndarray | None = field(default=None, repr=False)
+    evidence_detections: sv.Detections | None = field(default=None, repr=False)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from onset to the last positive frame."""
+        return self.last_positive - self.onset
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """An alert raised or cleared by the frame (or the passing time) just processed."""
+
+    kind: Literal["raised", "cleared"]
+    alert: Alert
+
+
+class AlertTracker:
+    """Follow one camera's processed frames and raise and clear alerts.
+
+    Frames may arrive at an irregular rate, because a live loop drops frames when
+    the model is slow, so every rule is stated in seconds, never in frame counts.
+    """
+
+    def __init__(self, settings: AlertSettings | None = None, camera: str = "") -> None:
+        self.settings = settings or AlertSettings()
+        self.camera = camera
+        self.active: Alert | None = None
+        self.alerts: list[Alert] = []
+        self._onset: float | None = None  # Start of the smoking now pending or alerted.
+        self._last_positive: float | None = None
+        self._positives = 0
+        self._processed = 0
+        self._peak: tuple[float, float, np.ndarray | None, sv.Detections | None] | None = None
+        self._cooldown_until = -math.inf
+        self._next_id = 1
+
+    @property
+    def pending(self) -> bool:
+        """True while smoking is seen but no alert is raised yet."""
+        return self._onset is not None and self.active is None
+
+    def update(
+        self, timestamp: float, detections: sv.Detections, image: np.ndarray | None = None
+    ) -> list[AlertChange]:
+        """Feed one processed frame's detections; return the alerts it raised or cleared."""
+        confidence = top_confidence(detections, self.settings.confidence)
+        changes = self.expire(timestamp)
+        if confidence <= 0:
+            if self._onset is not None:
+                self._processed += 1
+                if self.active is not None:
+                    self.active.processed_frames += 1
+            return changes
+
+        if self._onset is None:
+            self._onset = timestamp
+            self._positives = 0
+            self._processed = 0
+            self._peak = None
+        self._positives += 1
+        self._processed += 1
+        self._last_positive = timestamp
+        if self._peak is None or confidence > self._peak[0]:
+            self._peak = (confidence, timestamp, image, detections)
+
+        if self.active is not None:
+            self._extend(self.active, timestamp)
+        elif self._ready_to_raise(timestamp):
+            changes.append(self._raise(timestamp))
+        return changes
+
+    def expire(self, now: float) -> list[AlertChange]:
+        """Clear the alert, or forget pending smoking, when ``clear_after`` seconds passed without a detection.
+
+        A live loop calls this also when a camera delivers no frame, so an alert
+        clears while the camera is disconnected.
+        """
+        if self._onset is None or now - self._last_positive < self.settings.clear_after:
+            return []
+        if self.active is None:
+            self._onset = None
+            return []
+        return [self._clear(now, "quiet")]
+
+    def finish(self, now: float, reason: str) -> list[AlertChange]:
+        """Clear the active alert because the stream ended or the watcher stops."""
+        if self.active is None:
+            self._onset = None
+            return []
+        return [self._clear(now, reason)]
+
+    def _ready_to_raise(self, timestamp: float) -> bool:
+        if timestamp - self._onset < self.settings.min_duration:
+            return False
+        if self._positives < self.settings.min_positive_fraction * self._processed:
+            return False
+        return timestamp >= self._cooldown_until
+
+    def _raise(self, timestamp: float) -> AlertChange:
+        confidence, peak_time, image, detections = self._peak
+        alert = Alert(
+            alert_id=self._next_id,
+            camera=self.camera,
+            onset=self._onset,
+            raised_at=timestamp,
+            last_positive=timestamp,
+            peak_confidence=confidence,
+            peak_time=peak_time,
+            positive_frames=self._positives,
+            processed_frames=self._processed,
+            evidence_image=image,
+            evidence_detections=detections,
+        )
+        self._next_id += 1
+        self.active = alert
+        self.alerts.append(alert)
+        logger.debug("%s: alert %d raised at %.2f s", self.camera, alert.alert_id, timestamp)
+        return AlertChange("raised", alert)
+
+    def _extend(self, alert: Alert, timestamp: float) -> None:
+        alert.last_positive = timestamp
+        alert.positive_frames += 1
+        alert.processed_frames += 1
+        confidence = self._peak[0]
+        if confidence > alert.peak_confidence:
+            alert.peak_confidence = confidence
+            alert.peak_time = self._peak[1]
+
+    def _clear(self, now: float, reason: str) -> AlertChange:
+        alert = self.active
+        alert.cleared_at = now
+        alert.clear_reason = reason
+        self.active = None
+        self._onset = None
+        self._cooldown_until = now + self.settings.cooldown
+        logger.debug("%s: alert %d cleared at %.2f s (%s)", self.camera, alert.alert_id, now, reason)
+        return AlertChange("cleared", alert)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ import numpy as np
 import supervision as sv
 
 from detector.events import EventChange, SmokingEvent
-from detector.sources import Frame
+from detector.sources import Frame, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -265,3 +266,287 @@ def format_timestamp(seconds: float) -> str:
     minutes, rest = divmod(rest, 60_000)
     whole, milliseconds = divmod(rest, 1000)
     return f"{hours:02d}:{minutes:02d}:{whole:02d}.{milliseconds:03d}"
+
+
+# ---------------------------------------------------------------------------
+# Live monitoring outputs: the JSON-lines event log, webhooks, private evidence, retention.
+
+EVENT_LOG_PREFIX = "events-"
+EVENT_LOG_SUFFIX = ".jsonl"
+
+
+class EventLog:
+    """Append JSON records, one per line, to ``events-YYYY-MM-DD.jsonl`` (UTC date) under a folder.
+
+    Each line is flushed and fsync'ed before :meth:`write` returns, so a crash or
+    a power cut loses at most the line being written. A new file starts when the
+    UTC date changes, which lets retention delete whole days. Safe to call from
+    several threads.
+    """
+
+    def __init__(self, directory: Path, clock=None) -> None:
+        import threading
+        import time
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._clock = clock or time.time
+        self._lock = threading.Lock()
+        self._handle = None
+        self._date: str | None = None
+        self.lines_written = 0
+
+    @property
+    def path(self) -> Path | None:
+        """The file written to now, or None before the first line."""
+        return None if self._date is None else self.directory / f"{EVENT_LOG_PREFIX}{self._date}{EVENT_LOG_SUFFIX}"
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record as a line; raise SinkError when the file cannot be written."""
+        line = json.dumps(record, ensure_ascii=False, default=_json_default, separators=(",", ":")) + "\n"
+        with self._lock:
+            handle = self._handle_for_today()
+            try:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:
+                raise SinkError(f"{self.path}: cannot append to the event log ({error.strerror or error})") from error
+            self.lines_written += 1
+
+    def _handle_for_today(self):
+        from datetime import datetime, timezone
+
+        date = datetime.fromtimestamp(self._clock(), tz=timezone.utc).strftime("%Y-%m-%d")
+        if date != self._date or self._handle is None:
+            self._close_handle()
+            self._date = date
+            try:
+                self._handle = open(self.path, "a", encoding="utf-8")
+            except OSError as error:
+                raise SinkError(f"{self.path}: cannot open the event log ({error.strerror or error})") from error
+        return self._handle
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_handle()
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Delivery of alerts by HTTP POST; times in seconds."""
+
+    url: str
+    timeout: float = 5.0  # Per request: connect and read.
+    max_attempts: int = 4  # Per delivery, the first try included.
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    queue_size: int = 100  # Deliveries waiting; when full, the oldest one is dropped.
+
+    def __post_init__(self) -> None:
+        if not self.url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"webhook URL must start with http:// or https://, got {redact_url(self.url)!r}")
+        if self.timeout <= 0:
+            raise ValueError(f"webhook timeout must be positive seconds, got {self.timeout}")
+        if self.max_attempts < 1:
+            raise ValueError(f"webhook max_attempts must be at least 1, got {self.max_attempts}")
+        if self.initial_backoff <= 0 or self.max_backoff < self.initial_backoff:
+            raise ValueError(
+                f"webhook backoff must satisfy 0 < initial ({self.initial_backoff}) <= max ({self.max_backoff})"
+            )
+        if self.queue_size < 1:
+            raise ValueError(f"webhook queue_size must be at least 1, got {self.queue_size}")
+
+
+class WebhookSender:
+    """POST JSON payloads from a background thread, so a slow or dead receiver never stalls the caller.
+
+    :meth:`send` only queues. The worker retries connection errors, timeouts,
+    HTTP 429 and 5xx responses with capped exponential backoff, and gives up on
+    other 4xx responses at once. When the bounded queue is full the oldest waiting
+    delivery is dropped and counted, with a warning.
+    """
+
+    def __init__(self, settings: WebhookSettings, session=None) -> None:
+        import collections
+        import threading
+
+        import requests
+
+        self.settings = settings
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+        self._session = session or requests.Session()
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._condition = threading.Condition()
+        self._stopping = threading.Event()
+        self._abandon = threading.Event()
+        self._target = redact_url(settings.url)
+        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        with self._condition:
+            return len(self._pending)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        """Queue one payload for delivery; the network is only used by the worker thread."""
+        with self._condition:
+            if len(self._pending) >= self.settings.queue_size:
+                self._pending.popleft()
+                self.dropped += 1
+                logger.warning(
+                    "webhook %s: queue full (%d waiting), dropped the oldest delivery (%d dropped so far); "
+                    "the event log still has it",
+                    self._target,
+                    self.settings.queue_size,
+                    self.dropped,
+                )
+            self._pending.append(payload)
+            self._condition.notify()
+
+    def close(self, drain_seconds: float = 5.0) -> None:
+        """Stop the worker after at most ``drain_seconds`` spent delivering what is queued."""
+        self._stopping.set()
+        with self._condition:
+            self._condition.notify()
+        self._thread.join(timeout=drain_seconds)
+        if self._thread.is_alive():
+            self._abandon.set()
+            self._thread.join(timeout=self.settings.timeout + 1)
+        left = self.queued
+        if left:
+            logger.warning("webhook %s: %d delivery(ies) not sent at shutdown; the event log has them", self._target, left)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._stopping.is_set():
+                    self._condition.wait()
+                if not self._pending or self._abandon.is_set():
+                    return
+                payload = self._pending.popleft()
+            self._deliver(payload)
+
+    def _deliver(self, payload: dict[str, Any]) -> None:
+        import requests
+
+        body = json.dumps(payload, ensure_ascii=False, default=_json_default).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                response = self._session.post(self.settings.url, data=body, headers=headers, timeout=self.settings.timeout)
+            except requests.RequestException as error:
+                reason = redact_url(f"{type(error).__name__}: {error}")
+            else:
+                if response.status_code < 300:
+                    self.delivered += 1
+                    return
+                reason = f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+            if attempt == self.settings.max_attempts or self._abandon.is_set():
+                break
+            delay = min(self.settings.max_backoff, self.settings.initial_backoff * 2 ** (attempt - 1))
+            logger.warning(
+                "webhook %s: attempt %d of %d failed (%s); retrying in %g s",
+                self._target,
+                attempt,
+                self.settings.max_attempts,
+                reason,
+                delay,
+            )
+            if self._abandon.wait(delay):
+                break
+        self.failed += 1
+        logger.error("webhook %s: delivery failed (%s); the event log still has the alert", self._target, reason)
+
+
+class FaceBlurrer:
+    """Blur faces in evidence images before they are saved.
+
+    OpenCV 5 no longer ships Haar cascades (``cv2.data`` contains no XML files in
+    opencv-python 5.1), so faces are found with OpenCV's YuNet detector
+    (``cv2.FaceDetectorYN``) when a YuNet ONNX model file is given. Without one
+    the whole image except the detection boxes is blurred, which hides faces at
+    the cost of context.
+    """
+
+    def __init__(self, face_model: Path | None = None, score_threshold: float = 0.6) -> None:
+        self.face_model = None if face_model is None else Path(face_model)
+        self._detector = None
+        if self.face_model is not None:
+            if not self.face_model.is_file():
+                raise SinkError(f"face model {str(self.face_model)!r} not found: pass a YuNet .onnx file")
+            try:
+                self._detector = cv2.FaceDetectorYN.create(str(self.face_model), "", (320, 320), score_threshold)
+            except cv2.error as error:
+                raise SinkError(f"face model {str(self.face_model)!r} could not be loaded: {error}") from error
+
+    @property
+    def mode(self) -> str:
+        """``faces`` when faces are detected, ``outside-detections`` for the fallback."""
+        return "faces" if self._detector is not None else "outside-detections"
+
+    def apply(self, image: np.ndarray, detections: sv.Detections | None) -> np.ndarray:
+        """Return a copy of a BGR image with faces (or everything but the detections) blurred."""
+        if self._detector is not None:
+            return self._blur_faces(image)
+        return self._blur_outside(image, detections)
+
+    def _blur_faces(self, image: np.ndarray) -> np.ndarray:
+        canvas = image.copy()
+        height, width = image.shape[:2]
+        self._detector.setInputSize((width, height))
+        _, faces = self._detector.detect(image)
+        for face in [] if faces is None else faces:
+            x, y, w, h = (int(round(value)) for value in face[:4])
+            # A margin of a quarter of the box also covers hair and ears.
+            x0, y0 = max(0, x - w // 4), max(0, y - h // 4)
+            x1, y1 = min(width, x + w + w // 4), min(height, y + h + h // 4)
+            if x1 > x0 and y1 > y0:
+                canvas[y0:y1, x0:x1] = _strong_blur(canvas[y0:y1, x0:x1])
+        return canvas
+
+    @staticmethod
+    def _blur_outside(image: np.ndarray, detections: sv.Detections | None) -> np.ndarray:
+        canvas = _strong_blur(image)
+        if detections is not None:
+            for x0, y0, x1, y1 in detections.xyxy.astype(int):
+                canvas[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+        return canvas
+
+
+def _strong_blur(region: np.ndarray) -> np.ndarray:
+    # A kernel of a third of the region's size leaves no recognisable facial features.
+    size = max(3, (min(region.shape[:2]) // 3) | 1)
+    return cv2.GaussianBlur(region, (size, size), 0)
+
+
+def delete_older_than(directory: Path, days: float, patterns: Iterable[str], now: float | None = None) -> list[Path]:
+    """Delete files under ``directory`` matching any glob pattern whose modification time is over ``days`` old.
+
+    Returns the deleted paths; files that cannot be deleted are logged and kept.
+    """
+    import time
+
+    cutoff = (time.time() if now is None else now) - days * 86_400
+    deleted: list[Path] = []
+    for pattern in patterns:
+        for path in Path(directory).rglob(pattern):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    deleted.append(path)
+            except OSError as error:
+                logger.warning("%s: cannot delete expired file (%s)", path, error.strerror or error)
+    return deleted

@@ -12,7 +12,9 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -347,3 +349,298 @@ class FrameReader:
                     raise item.error
                 return
             yield item
+
+
+# ---------------------------------------------------------------------------
+# Live sources: webcams, network streams and files played in real time.
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pass|pwd|token|key|auth|secret|signature)=)[^&#\s]*", re.IGNORECASE)
+# OpenCV's FFmpeg backend gives up on an open or a read after this long instead of blocking forever.
+CAPTURE_TIMEOUT_MS = 10_000
+
+
+def redact_url(text: str) -> str:
+    """Replace credentials in every URL inside ``text`` with ``***``.
+
+    Covers ``scheme://user:password@host`` user info and common secret query
+    parameters (``password``, ``token``, ``key`` and similar).
+    """
+    text = _URL_USERINFO.sub(lambda match: f"{match['scheme']}***@", text)
+    return _SECRET_QUERY.sub(lambda match: f"{match['key']}***", text)
+
+
+class SourceConnectionError(SourceError):
+    """A live source could not be opened or stopped delivering frames, and no retry is left."""
+
+
+class SourceKind(str, enum.Enum):
+    WEBCAM = "webcam"
+    STREAM = "stream"
+    FILE = "file"
+
+
+def source_kind(spec: str) -> SourceKind:
+    """Classify a ``--source`` value: a webcam index, a stream URL or a video file path."""
+    text = spec.strip()
+    if text.isdigit():
+        return SourceKind.WEBCAM
+    scheme, separator, _ = text.partition("://")
+    if separator and scheme.lower() in STREAM_SCHEMES:
+        return SourceKind.STREAM
+    return SourceKind.FILE
+
+
+class ConnectionState(str, enum.Enum):
+    """States of a live source; every change is logged once."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    LOST = "lost"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"  # A file without looping reached its end.
+    FAILED = "failed"  # No retry left, or a file that cannot be read.
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Pacing of reconnection attempts: capped exponential backoff in seconds.
+
+    ``max_retries`` counts failed attempts in a row (None: retry forever); a
+    connection that delivers a frame resets the count and the delay.
+    """
+
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+    max_retries: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial_delay <= 0:
+            raise ValueError(f"initial_delay must be positive seconds, got {self.initial_delay}")
+        if self.max_delay < self.initial_delay:
+            raise ValueError(f"max_delay ({self.max_delay}) must be at least initial_delay ({self.initial_delay})")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, or None for unlimited, got {self.max_retries}")
+
+    def delay(self, failures: int) -> float:
+        """Return the wait before the next attempt after ``failures`` failed attempts in a row."""
+        return min(self.max_delay, self.initial_delay * 2 ** max(0, failures - 1))
+
+
+class LiveSource:
+    """A camera, stream or file read as a live feed, reconnecting when it fails.
+
+    ``frames()`` runs until :meth:`close` is called, a file without ``loop``
+    ends, or ``policy.max_retries`` attempts in a row fail (then it raises
+    SourceConnectionError). Webcams and streams are read with OpenCV's
+    ``VideoCapture``. Files are decoded with PyAV and paced at their own frame
+    rate, so they behave like a camera. With ``loop`` they restart at the end and
+    their timestamps keep increasing.
+
+    Frame timestamps are seconds since ``clock_origin`` (a ``time.monotonic()``
+    value) at capture for webcams and streams, and seconds of video time for files.
+    ``name`` is what logs call the source; the URL itself is only logged redacted.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        name: str | None = None,
+        loop: bool = False,
+        policy: ReconnectPolicy | None = None,
+        clock_origin: float | None = None,
+    ) -> None:
+        self.spec = spec.strip()
+        self.kind = source_kind(self.spec)
+        self.name = name or redact_url(self.spec)
+        self.loop = loop
+        self.policy = policy or ReconnectPolicy()
+        self.clock_origin = time.monotonic() if clock_origin is None else clock_origin
+        self.state = ConnectionState.CONNECTING
+        self.frames_captured = 0
+        self.connections = 0
+        self.failed_attempts = 0  # In a row; reset by a connection that delivers a frame.
+        self.last_error = ""
+        self.logger = logger.getChild(_logger_suffix(self.name))
+        self._closed = threading.Event()
+        self._index = 0
+        self._state_lock = threading.Lock()
+        self._capture = None
+
+    @property
+    def path(self) -> str:
+        """The redacted source, for thread names and messages."""
+        return redact_url(self.spec)
+
+    @property
+    def is_live(self) -> bool:
+        """True for webcams and streams, whose time is capture time."""
+        return self.kind is not SourceKind.FILE
+
+    def close(self) -> None:
+        """Stop ``frames()`` at the next frame or during a backoff wait."""
+        self._closed.set()
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until closed, ended or out of retries; reconnect in between."""
+        self._set_state(ConnectionState.CONNECTING)
+        try:
+            while not self._closed.is_set():
+                delivered = yield from self._one_connection()
+                if self._closed.is_set() or self.state is ConnectionState.ENDED:
+                    break
+                if delivered:
+                    self.failed_attempts = 0
+                self.failed_attempts += 1
+                if self.policy.max_retries is not None and self.failed_attempts > self.policy.max_retries:
+                    self._set_state(ConnectionState.FAILED)
+                    raise SourceConnectionError(
+                        f"{self.name}: could not read {redact_url(self.spec)} after "
+                        f"{self.failed_attempts} attempt(s); check the address, the credentials and that the source is up"
+                    )
+                delay = self.policy.delay(self.failed_attempts)
+                self._set_state(
+                    ConnectionState.RECONNECTING, f"in {delay:g} s (attempt {self.failed_attempts + 1}, {self.last_error})"
+                )
+                if self._closed.wait(delay):
+                    break
+                self._set_state(ConnectionState.CONNECTING, quiet=True)
+        except SourceError:
+            self._set_state(ConnectionState.FAILED)
+            raise
+        finally:
+            self._release()
+            if self.state not in (ConnectionState.ENDED, ConnectionState.FAILED):
+                self._set_state(ConnectionState.STOPPED)
+
+    def _one_connection(self) -> Iterator[Frame]:
+        """Yield the frames of one connection; return whether it delivered any."""
+        if self.kind is SourceKind.FILE:
+            return (yield from self._play_file())
+        return (yield from self._capture_frames())
+
+    def _capture_frames(self) -> Iterator[Frame]:
+        import cv2
+
+        _quiet_native_logs()
+        if self.kind is SourceKind.WEBCAM:
+            capture = cv2.VideoCapture(int(self.spec))
+        else:
+            capture = cv2.VideoCapture(
+                self.spec,
+                cv2.CAP_FFMPEG,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, CAPTURE_TIMEOUT_MS],
+            )
+        self._capture = capture
+        if not capture.isOpened():
+            self._release()
+            # During a streak of failed attempts only the reconnecting line is logged.
+            self._set_state(ConnectionState.LOST, "could not open the source", quiet=self.failed_attempts > 0)
+            return False
+
+        delivered = False
+        while not self._closed.is_set():
+            ok, image = capture.read()
+            if not ok or image is None:
+                break
+            if not delivered:
+                delivered = True
+                self.connections += 1
+                self._set_state(ConnectionState.CONNECTED, f"{image.shape[1]}x{image.shape[0]}")
+            captured_at = time.monotonic()
+            yield self._frame(captured_at - self.clock_origin, image, captured_at)
+        self._release()
+        if not self._closed.is_set():
+            self._set_state(ConnectionState.LOST, "no frame from the source" if delivered else "opened but sent no frame")
+        return delivered
+
+    def _play_file(self) -> Iterator[Frame]:
+        offset = 0.0
+        delivered = False
+        while not self._closed.is_set():
+            try:
+                source = VideoFileSource(self.spec, sample_fps=None)
+            except SourceOpenError as error:
+                # A file does not come back by waiting, unlike a camera or a stream.
+                self._set_state(ConnectionState.FAILED, str(error))
+                raise
+            frame_interval = 1.0 / source.info.fps
+            if not delivered:
+                self.connections += 1
+                self._set_state(ConnectionState.CONNECTED, f"{source.info.width}x{source.info.height} at {source.info.fps:.3g} fps")
+            started = time.monotonic()
+            last_timestamp = 0.0
+            try:
+                for decoded in source.frames():
+                    # Pacing: a file read as fast as it decodes would not behave like a camera.
+                    wait = started + decoded.timestamp - time.monotonic()
+                    if wait > 0 and self._closed.wait(wait):
+                        return delivered
+                    delivered = True
+                    last_timestamp = decoded.timestamp
+                    yield self._frame(offset + decoded.timestamp, decoded.image, time.monotonic())
+                    if self._closed.is_set():
+                        return delivered
+            finally:
+                source.close()
+            if not self.loop:
+                self._set_state(ConnectionState.ENDED, "end of file")
+                return delivered
+            offset += last_timestamp + frame_interval
+        return delivered
+
+    def _frame(self, timestamp: float, image: np.ndarray, captured_at: float) -> Frame:
+        frame = Frame(
+            index=self._index, timestamp=timestamp, image=image, captured_at=captured_at, source_id=self.name
+        )
+        self._index += 1
+        self.frames_captured += 1
+        return frame
+
+    def _release(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def _set_state(self, state: ConnectionState, detail: str = "", quiet: bool = False) -> None:
+        with self._state_lock:
+            if state is self.state and state is not ConnectionState.RECONNECTING:
+                return
+            self.state = state
+            if state is ConnectionState.LOST:
+                self.last_error = detail
+        separator = " " if state is ConnectionState.RECONNECTING else ": "
+        message = f"{state.value}{separator}{detail}" if detail else state.value
+        if quiet:
+            level = logging.DEBUG
+        elif state in (ConnectionState.LOST, ConnectionState.FAILED):
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        self.logger.log(level, "%s", redact_url(message))
+
+
+def _logger_suffix(name: str) -> str:
+    # Dots would make further levels of the logger hierarchy.
+    return redact_url(name).replace(".", "_") or "source"
+
+
+_native_logs_quieted = False
+
+
+def _quiet_native_logs() -> None:
+    """Silence OpenCV's and FFmpeg's own stderr messages, which can contain stream URLs with credentials.
+
+    The FFmpeg level is read from the environment when OpenCV's FFmpeg backend
+    opens its first capture, so this must run before that.
+    """
+    global _native_logs_quieted
+    if _native_logs_quieted:
+        return
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    _native_logs_quieted = True
