@@ -63,6 +63,277 @@ def _add_watch_command(commands: argparse._SubParsersAction) -> None:
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``smokedet data``, ``train``, ``eval`` and ``export``."""
+    data = commands.add_parser("data", help="download and check YOLO datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+
+    pull = data_commands.add_parser(
+        "pull", help="download a Roboflow dataset version; the API key comes from the ROBOFLOW_API_KEY environment variable"
+    )
+    pull.add_argument("--workspace", required=True, help="Roboflow workspace id (the URL slug)")
+    pull.add_argument("--project", required=True, help="Roboflow project id (the URL slug)")
+    pull.add_argument("--version", required=True, type=int, help="dataset version number")
+    pull.add_argument("--format", default="yolov9", help="Roboflow export format; default: %(default)s")
+    pull.add_argument("--out", default=None, help="folder to create for the dataset; default: data/<project>-<version>")
+    pull.set_defaults(handler=_run_data_pull)
+
+    check = data_commands.add_parser("check", help="check a YOLO dataset for problems that make training drop or misread images")
+    check.add_argument("dataset", help="dataset folder containing data.yaml, or the yaml file")
+    check.add_argument("--max-warnings", type=int, default=20, help="warnings to list (0 lists all); default: %(default)s")
+    check.add_argument("--workers", type=int, default=0, help="threads that read images; 0 uses every core")
+    check.set_defaults(handler=_run_data_check)
+
+    train = commands.add_parser("train", help="train a detector offline and publish its stripped weights with a model card")
+    train.add_argument("--data", required=True, help="data.yaml of a YOLO dataset")
+    train.add_argument(
+        "--model", default="yolov9t.yaml", help="architecture .yaml (untrained start) or .pt checkpoint; default: %(default)s"
+    )
+    train.add_argument("--epochs", type=int, default=10, help="training epochs; default: %(default)s")
+    train.add_argument("--imgsz", type=int, default=416, help="training image size in pixels; default: %(default)s")
+    train.add_argument("--batch", type=int, default=16, help="images per batch; default: %(default)s")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--resume", action="store_true", help="continue the run at <project>/<name> from its last.pt")
+    train.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core")
+    train.add_argument("--workers", type=int, default=2, help="data loader processes; default: %(default)s")
+    train.add_argument("--name", default="cigarette", help="run name, also the default weights name; default: %(default)s")
+    train.add_argument("--project", default="runs/train", help="folder for run folders; default: %(default)s")
+    train.add_argument("--output", default=None, help="where to write the stripped best weights; default: weights/<name>.pt")
+    train.set_defaults(handler=_run_train)
+
+    evaluate = commands.add_parser("eval", help="measure precision, recall and mAP on a dataset split")
+    evaluate.add_argument("--weights", required=True, help="model file (.pt or exported)")
+    evaluate.add_argument("--data", required=True, help="dataset folder or data.yaml")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "valid", "test"], help="default: %(default)s")
+    evaluate.add_argument(
+        "--conf", type=float, default=None, help="confidence threshold for the image-level table (0-1); default: the model's"
+    )
+    evaluate.add_argument("--imgsz", type=int, default=416, help="image size in pixels; default: %(default)s")
+    evaluate.add_argument("--batch", type=int, default=16, help="images per batch; default: %(default)s")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--workers", type=int, default=2, help="data loader processes; default: %(default)s")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.set_defaults(handler=_run_eval)
+
+    export = commands.add_parser("export", help="export PyTorch weights to ONNX, OpenVINO or TensorRT")
+    export.add_argument("--weights", required=True, help="PyTorch .pt weights")
+    export.add_argument("--format", required=True, choices=["onnx", "openvino", "engine"], help="engine is TensorRT (CUDA only)")
+    export.add_argument("--imgsz", type=int, default=416, help="export image size in pixels, same as inference; default: %(default)s")
+    export.add_argument("--half", action="store_true", help="fp16 weights (onnx and engine need a CUDA GPU)")
+    export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    export.add_argument("--out", default=None, help="exported file or folder to write; default: beside the weights")
+    export.set_defaults(handler=_run_export)
+
+
+def _fail(message: str) -> int:
+    print(f"smokedet: error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _run_data_pull(arguments: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from detector.data import DataError, pull_dataset
+
+    api_key = os.environ.get("ROBOFLOW_API_KEY", "").strip()
+    if not api_key:
+        raise UsageError("missing Roboflow API key: set the ROBOFLOW_API_KEY environment variable")
+    try:
+        folder = pull_dataset(
+            api_key=api_key,
+            workspace=arguments.workspace,
+            project=arguments.project,
+            version=arguments.version,
+            export_format=arguments.format,
+            output=None if arguments.out is None else Path(arguments.out),
+        )
+    except DataError as error:
+        return _fail(str(error))
+    print(folder)
+    return EXIT_OK
+
+
+def _run_data_check(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detector.data import DataError, check_dataset
+
+    try:
+        report = check_dataset(Path(arguments.dataset), workers=arguments.workers or None)
+    except DataError as error:
+        raise UsageError(str(error)) from error
+
+    print(_format_check_table(report))
+    errors, warnings = report.errors, report.warnings
+    for problem in errors:
+        print(f"error: {problem.location()}: {problem.message}")
+    listed = warnings if arguments.max_warnings <= 0 else warnings[: arguments.max_warnings]
+    for problem in listed:
+        print(f"warning: {problem.location()}: {problem.message}")
+    if len(listed) < len(warnings):
+        print(f"... {len(warnings) - len(listed)} more warnings (--max-warnings 0 lists all)")
+    if errors:
+        return _fail(f"{len(errors)} problem(s) in {report.layout.yaml_path} make Ultralytics drop or misread images; fix them first")
+    return EXIT_OK
+
+
+def _format_check_table(report) -> str:
+    headers = ["split", "images", "labelled", "empty", "no label", "boxes", "problems", "warnings"]
+    rows = [
+        [split, c.images, c.labelled, c.empty, c.missing_labels, c.boxes, c.errors, c.warnings]
+        for split, c in report.splits.items()
+    ]
+    widths = [max(len(str(value)) for value in column) for column in zip(headers, *rows)]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [str(row[0]).ljust(widths[0])] + [str(value).rjust(width) for value, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def _run_train(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detector.model import ModelError
+    from detector.training import TrainingError, TrainSettings, check_output_name, publish_run, train
+
+    data = Path(arguments.data)
+    if data.is_dir():
+        data = data / "data.yaml"
+    if not data.is_file():
+        raise UsageError(f"dataset file {str(data)!r} not found: pass --data with the data.yaml of a YOLO dataset")
+    output = Path(arguments.output) if arguments.output else Path("weights") / f"{arguments.name}.pt"
+    settings = TrainSettings(
+        data=data,
+        model=arguments.model,
+        epochs=arguments.epochs,
+        imgsz=arguments.imgsz,
+        batch=arguments.batch,
+        device=arguments.device,
+        resume=arguments.resume,
+        project=Path(arguments.project),
+        name=arguments.name,
+        threads=arguments.threads,
+        workers=arguments.workers,
+    )
+    try:
+        check_output_name(output)
+        result = train(settings)
+        weights, card = publish_run(result, settings, output, _train_command_line(settings, output))
+    except (TrainingError, ModelError) as error:
+        return _fail(str(error))
+    print(f"weights: {weights}\nmodel card: {card}")
+    return EXIT_OK
+
+
+def _train_command_line(settings, output) -> str:
+    """Return the ``smokedet train`` command that repeats a run, for the model card."""
+    import shlex
+
+    words = ["smokedet", "train", "--data", str(settings.data), "--model", settings.model]
+    words += ["--epochs", str(settings.epochs), "--imgsz", str(settings.imgsz), "--batch", str(settings.batch)]
+    words += ["--device", settings.device, "--project", str(settings.project), "--name", settings.name]
+    words += ["--output", str(output)] + (["--resume"] if settings.resume else [])
+    return shlex.join(words)
+
+
+def _run_eval(arguments: argparse.Namespace) -> int:
+    import contextlib
+    import json
+    from pathlib import Path
+
+    from detector.model import DEFAULT_CONFIDENCE, ModelError
+    from detector.training import TrainingError, evaluate
+
+    if not Path(arguments.weights).exists():
+        raise UsageError(f"weights {arguments.weights!r} not found: pass --weights with a .pt or exported model file")
+    if not Path(arguments.data).exists():
+        raise UsageError(f"dataset {arguments.data!r} not found: pass --data with a dataset folder or its data.yaml")
+    confidence = DEFAULT_CONFIDENCE if arguments.conf is None else arguments.conf
+    if not 0.0 <= confidence <= 1.0:
+        raise UsageError(f"--conf must be within [0, 1], got {confidence}")
+    try:
+        with _StdoutToStderr() if arguments.json else contextlib.nullcontext():
+            report = evaluate(
+                weights=Path(arguments.weights),
+                data=Path(arguments.data),
+                split=arguments.split,
+                confidence=confidence,
+                imgsz=arguments.imgsz,
+                batch=arguments.batch,
+                device=arguments.device,
+                workers=arguments.workers,
+            )
+    except (TrainingError, ModelError) as error:
+        return _fail(str(error))
+    if arguments.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(_format_eval_tables(report))
+    return EXIT_OK
+
+
+class _StdoutToStderr:
+    """Send Ultralytics' stdout output (log lines, progress bars) to stderr, so stdout holds only JSON."""
+
+    def __enter__(self) -> None:
+        import contextlib
+
+        import ultralytics.utils  # noqa: F401 - creates the "ultralytics" log handler that writes to stdout.
+
+        self._handlers = [
+            handler
+            for handler in logging.getLogger("ultralytics").handlers
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__)
+        ]
+        self._streams = [handler.setStream(sys.stderr) for handler in self._handlers]
+        self._redirect = contextlib.redirect_stdout(sys.stderr)
+        self._redirect.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        self._redirect.__exit__(*exc_info)
+        for handler, stream in zip(self._handlers, self._streams):
+            handler.setStream(stream)
+
+
+def _format_eval_tables(report) -> str:
+    metric_rows = [["all", report.metrics]] + [[source, metrics] for source, metrics in report.source_metrics.items()]
+    lines = [f"{report.weights} on the {report.split} split of {report.data}", ""]
+    lines.append(f"{'subset':<20} {'images':>7} {'precision':>9} {'recall':>7} {'mAP50':>7} {'mAP50-95':>8}")
+    for name, m in metric_rows:
+        lines.append(f"{name:<20} {m.images:>7} {m.precision:>9.3f} {m.recall:>7.3f} {m.map50:>7.3f} {m.map50_95:>8.3f}")
+
+    outcome_rows = [["all", report.outcomes]] + [[source, o] for source, o in report.source_outcomes.items()]
+    lines += ["", f"Images at confidence {report.confidence:g} (any detection on an image counts):"]
+    lines.append(f"{'subset':<20} {'found':>7} {'missed':>7} {'clean':>7} {'false alarm':>11}")
+    for name, o in outcome_rows:
+        lines.append(
+            f"{name:<20} {o.positives_found:>7} {o.positives_missed:>7} {o.negatives_clean:>7} {o.negatives_false_alarm:>11}"
+        )
+    lines.append("found/missed: images with a labelled cigarette; clean/false alarm: images without one")
+    return "\n".join(lines)
+
+
+def _run_export(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detector.model import ModelError
+    from detector.training import TrainingError, export_model
+
+    if not Path(arguments.weights).is_file():
+        raise UsageError(f"weights {arguments.weights!r} not found: pass --weights with a .pt file")
+    try:
+        exported = export_model(
+            weights=Path(arguments.weights),
+            export_format=arguments.format,
+            imgsz=arguments.imgsz,
+            half=arguments.half,
+            device=arguments.device,
+            output=None if arguments.out is None else Path(arguments.out),
+        )
+    except (TrainingError, ModelError) as error:
+        return _fail(str(error))
+    print(exported)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

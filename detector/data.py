@@ -1,9 +1,10 @@
 """Dataset pull from Roboflow and checks of a YOLO detection dataset before training.
 
-The checks follow the rules of Ultralytics 8.4 ``verify_image_label``: an image
-is dropped from training, with only a log line, when one line of its label file
-has the wrong number of values, a NaN, a coordinate outside [0, 1] (1% slack),
-a class id beyond ``names``, or when polygon and box lines share one file.
+The checks follow the rules of Ultralytics 8.4 ``verify_image_label``, which drops
+an image from training with only a log line when one line of its label file is
+invalid. Invalid lines have the wrong number of values, a NaN, a coordinate outside
+[0, 1] (with 1% slack) or a class id beyond ``names``. Polygon and box lines in one
+file also drop the image.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -111,10 +111,6 @@ def _download_version(
     client = roboflow.Roboflow(api_key=api_key)
     dataset_version = client.workspace(workspace).project(project).version(version)
     dataset_version.download(export_format, location=str(location), overwrite=True)
-    # An interrupted download can leave a zip that extract_zip() never opened.
-    leftover = location / "roboflow.zip"
-    if leftover.exists():
-        raise zipfile.BadZipFile(f"download of {workspace}/{project}/{version} was not extracted")
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +120,7 @@ def _download_version(
 
 @dataclass(frozen=True)
 class DatasetLayout:
-    """Where a data.yaml points: dataset root, class names and image sources per split."""
+    """Dataset root, class names and image sources per split, as a data.yaml sets them."""
 
     yaml_path: Path
     root: Path
@@ -215,7 +211,11 @@ def label_path_for(image: Path) -> Path:
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding of a dataset check; ``error`` findings make Ultralytics train on wrong data."""
+    """One finding of a dataset check.
+
+    Findings with ``error`` set make Ultralytics drop or misread an image, or leak
+    images between splits; the others are worth a look but train correctly.
+    """
 
     path: Path
     line: int | None
@@ -271,7 +271,7 @@ class _ImageResult:
 
 
 def check_label_lines(label: Path, lines: list[str], class_count: int, image_shape: tuple[int, int] | None) -> tuple[int, list[Problem]]:
-    """Check the lines of one YOLO label file; return the number of box lines and the problems.
+    """Check the lines of one YOLO label file; return the number of boxes (box and polygon lines) and the problems.
 
     ``image_shape`` is (height, width) in pixels, used to flag boxes under one pixel.
     """

@@ -376,11 +376,11 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="smokedet-eval-") as scratch:
         scratch_dir = Path(scratch)
         validate = _validator(model, imgsz=imgsz, batch=batch, device=device, workers=workers, scratch=scratch_dir)
-        metrics = validate(yaml_path, split_key, len(images))
+        metrics = validate(_write_subset_yaml(scratch_dir, "all", images, layout.names), len(images))
         source_metrics = {}
         for source, source_images in sources.items():
-            subset_yaml = _write_subset_yaml(scratch_dir, source, source_images, layout.names)
-            source_metrics[source] = validate(subset_yaml, "val", len(source_images))
+            subset_yaml = _write_subset_yaml(scratch_dir, f"source-{source}", source_images, layout.names)
+            source_metrics[source] = validate(subset_yaml, len(source_images))
 
     detector = Detector(ModelSettings(weights=weights, device=device, imgsz=imgsz, confidence=confidence))
     detected = _detect_images(detector, images, batch)
@@ -406,17 +406,16 @@ def evaluate(
 
 
 def _validator(model: Any, imgsz: int, batch: int, device: str, workers: int, scratch: Path):
-    def validate(data_yaml: Path, split: str, image_count: int) -> BoxMetrics:
-        logger.info("validating %s on %s split %s (%d images)", model.ckpt_path or model.model_name, data_yaml, split, image_count)
+    def validate(data_yaml: Path, image_count: int) -> BoxMetrics:
+        logger.info("validating on %d images listed by %s", image_count, data_yaml)
         results = model.val(
             data=str(data_yaml),
-            split=split,
+            split="val",
             imgsz=imgsz,
             batch=batch,
             device=device,
             workers=workers,
             plots=False,  # Plotting fetches a font from the internet on first use.
-            half=False,
             save_json=False,
             verbose=False,
             project=str(scratch),
@@ -435,13 +434,26 @@ def _validator(model: Any, imgsz: int, batch: int, device: str, workers: int, sc
     return validate
 
 
-def _write_subset_yaml(folder: Path, source: str, images: list[Path], names: dict[int, str]) -> Path:
-    # Ultralytics accepts a .txt of absolute image paths as a split and finds labels beside each image.
-    safe = "".join(character if character.isalnum() or character in "-_" else "_" for character in source)
-    image_list = folder / f"{safe}.txt"
-    image_list.write_text("".join(f"{image}\n" for image in images), encoding="utf-8")
+def _write_subset_yaml(folder: Path, subset: str, images: list[Path], names: dict[int, str]) -> Path:
+    """Link images and their label files into ``folder/<subset>`` and write a data yaml over the links.
+
+    Ultralytics writes a labels.cache beside the label files it reads; the links keep
+    that file out of the dataset, which may be read-only or shared.
+    """
+    from detector.data import label_path_for
+
+    safe = "".join(character if character.isalnum() or character in "-_" else "_" for character in subset)
+    view = folder / safe
+    (view / "images").mkdir(parents=True)
+    (view / "labels").mkdir()
+    for index, image in enumerate(images):
+        stem = f"{index:06d}-{image.stem}"  # The index keeps same-named images of different folders apart.
+        (view / "images" / f"{stem}{image.suffix}").symlink_to(image.resolve())
+        label = label_path_for(image)
+        if label.is_file():
+            (view / "labels" / f"{stem}.txt").symlink_to(label.resolve())
     subset_yaml = folder / f"{safe}.yaml"
-    content = {"train": str(image_list), "val": str(image_list), "names": names}
+    content = {"path": str(view), "train": "images", "val": "images", "names": names}
     subset_yaml.write_text(json.dumps(content), encoding="utf-8")  # JSON is valid YAML.
     return subset_yaml
 
@@ -477,6 +489,8 @@ def _detect_images(detector: Any, images: list[Path], batch: int) -> dict[Path, 
 # ---------------------------------------------------------------------------
 
 EXPORT_FORMATS = ("onnx", "openvino", "engine")
+# Name endings by which Ultralytics 8.4 recognises an exported model when loading it.
+EXPORT_NAME_ENDINGS = {"onnx": ".onnx", "openvino": "_openvino_model", "engine": ".engine"}
 EXPORT_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",), "engine": ("tensorrt",)}
 ENGINE_MAX_BATCH = 16  # Largest batch a dynamic TensorRT engine accepts.
 
@@ -521,6 +535,11 @@ def export_model(
     if not weights.is_file() or weights.suffix != ".pt":
         raise TrainingError(f"weights {str(weights)!r} not found or not a .pt file: export starts from PyTorch weights")
     check_export_requirements(export_format, half, torch.cuda.is_available())
+    ending = EXPORT_NAME_ENDINGS[export_format]
+    if output is not None and not Path(output).name.endswith(ending):
+        raise TrainingError(
+            f"output {str(output)!r} must end in {ending!r} for {export_format}, because Ultralytics recognises the format by it"
+        )
     if export_format == "engine":
         device = "cuda:0" if device == "auto" else device
     from detector.model import resolve_device
@@ -544,7 +563,7 @@ def export_model(
             model.export(
                 format=export_format,
                 imgsz=imgsz,
-                half=half,
+                quantize=16 if half else None,  # Ultralytics 8.4 replaced half=True with quantize=16.
                 device=device,
                 dynamic=True,
                 batch=ENGINE_MAX_BATCH if export_format == "engine" else 1,
