@@ -362,4 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, so exception classes such as UsageError are the ones
+    # the command modules raise (running this file directly would define a second copy).
+    from detector.cli import main as package_main
+
+    sys.exit(package_main())

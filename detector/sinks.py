@@ -123,6 +123,7 @@ def _json_default(value: Any) -> Any:
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -93,19 +93,20 @@ class Sampler:
         if fps is not None and fps <= 0:
             raise ValueError(f"sample rate must be positive frames per second, got {fps}")
         self.interval = None if fps is None else 1.0 / fps
-        self._next_time: float | None = None
+        self._origin: float | None = None
+        self._next_slot = 0  # The frame kept next is the first at or after origin + slot * interval.
 
     def keep(self, timestamp: float) -> bool:
         if self.interval is None:
             return True
-        if self._next_time is None:
-            self._next_time = timestamp
-        # A small tolerance keeps frames at 30 fps from drifting off a 5 fps grid by rounding.
-        if timestamp + 1e-6 >= self._next_time:
-            steps = math.floor((timestamp - self._next_time) / self.interval) + 1
-            self._next_time += steps * self.interval
-            return True
-        return False
+        if self._origin is None:
+            self._origin = timestamp
+        # The tolerance keeps 30 fps frames on a 5 fps grid despite floating-point rounding.
+        slot = math.floor((timestamp - self._origin) / self.interval + 1e-6)
+        if slot < self._next_slot:
+            return False
+        self._next_slot = slot + 1
+        return True
 
 
 def _plausible_fps(value: float | None) -> bool:
@@ -330,6 +331,7 @@ class FrameReader:
                 if self._stop.is_set() or self.policy is BufferPolicy.KEEP_LATEST:
                     try:
                         self._queue.get_nowait()
+                        self.dropped += 1
                     except queue.Empty:
                         pass
 
