@@ -201,12 +201,37 @@ def publish_run(result: TrainResult, settings: TrainSettings, output: Path, comm
     source = result.best if result.best.is_file() else result.last
     if not source.is_file():
         raise TrainingError(f"run {result.run_dir} has no weights/best.pt or weights/last.pt; the run did not finish an epoch")
+    if settings.resume:
+        settings = _settings_of_run(result.run_dir, settings)
     weights = strip_checkpoint(source, Path(output))
     rows = read_results_csv(result.results_csv) if result.results_csv.is_file() else []
     card = weights.with_suffix(".md")
     card.write_text(render_model_card(weights, source, settings, rows, command), encoding="utf-8")
     logger.info("wrote %s and %s from %s", weights, card, source)
     return weights, card
+
+
+def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
+    """Return ``settings`` with data, model, epochs, image size and batch from the run's args.yaml.
+
+    A resumed run keeps the arguments it started with, not the ones given with --resume.
+    """
+    import dataclasses
+
+    import yaml
+
+    args_file = Path(run_dir) / "args.yaml"
+    if not args_file.is_file():
+        return settings
+    arguments = yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}
+    return dataclasses.replace(
+        settings,
+        data=Path(arguments.get("data", settings.data)),
+        model=str(arguments.get("model", settings.model)),
+        epochs=int(arguments.get("epochs", settings.epochs)),
+        imgsz=int(arguments.get("imgsz", settings.imgsz)),
+        batch=int(arguments.get("batch", settings.batch)),
+    )
 
 
 def render_model_card(weights: Path, source: Path, settings: TrainSettings, rows: list[dict[str, float]], command: str) -> str:
@@ -492,6 +517,7 @@ EXPORT_FORMATS = ("onnx", "openvino", "engine")
 # Name endings by which Ultralytics 8.4 recognises an exported model when loading it.
 EXPORT_NAME_ENDINGS = {"onnx": ".onnx", "openvino": "_openvino_model", "engine": ".engine"}
 EXPORT_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",), "engine": ("tensorrt",)}
+# NOTE: no test runs the TensorRT path, because it needs a CUDA GPU and the tensorrt package.
 ENGINE_MAX_BATCH = 16  # Largest batch a dynamic TensorRT engine accepts.
 
 

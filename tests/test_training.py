@@ -19,6 +19,7 @@ from detector.training import (
     ImageOutcomes,
     TrainingError,
     TrainSettings,
+    _settings_of_run,
     check_export_requirements,
     evaluate,
     render_model_card,
@@ -122,6 +123,19 @@ def test_model_card_rows(tmp_path):
     assert "| 2 | 0.7500 | 0.5000 | 0.2500 | 0.1250 |" in card
     assert "2 run of 3 requested" in card
     assert "`smokedet train --epochs 3`" in card
+
+
+def test_resumed_run_settings_from_args(tmp_path):
+    (tmp_path / "args.yaml").write_text("data: /data/cig.yaml\nmodel: yolov9t.yaml\nepochs: 30\nimgsz: 320\nbatch: 8\n")
+    given = TrainSettings(data=tmp_path / "other.yaml", model="last.pt", epochs=10, resume=True)
+
+    settings = _settings_of_run(tmp_path, given)
+
+    assert settings.data.as_posix() == "/data/cig.yaml"
+    assert settings.model == "yolov9t.yaml"
+    assert settings.epochs == 30
+    assert settings.imgsz == 320
+    assert settings.batch == 8
 
 
 # ---------------------------------------------------------------------------
