@@ -295,6 +295,8 @@ class Watcher:
             return None
         image = alert.evidence_image
         if self.blurrer is not None:
+            # NOTE: face detection runs in the frame loop, so each alert onset delays it by
+            # up to a few seconds on a slow CPU (see HAAR_MAX_SIDE in detector/sinks.py).
             image = self.blurrer.apply(image, alert.evidence_detections)
         image = annotate(image, alert.evidence_detections, self.settings.class_names)
         stamp = time_text.replace(":", "").replace("-", "").replace("+0000", "Z")
@@ -366,11 +368,9 @@ class Watcher:
                 settings.cooldown,
                 settings.confidence,
             )
-        if self.blurrer is not None and self.blurrer.mode != "faces":
-            logger.warning(
-                "--privacy without --face-model: this OpenCV build ships no face detector model, "
-                "so evidence is blurred everywhere except the detection boxes"
-            )
+        # FaceBlurrer itself warns when it falls back to blurring everything but the detection boxes.
+        if self.blurrer is not None and self.blurrer.face_detector is not None:
+            logger.info("--privacy: blurring faces found by %s in evidence images", self.blurrer.face_detector)
         if self.settings.show and not self._show:
             logger.info("--show ignored: %s; running headless", _preview_unavailable_reason())
 
@@ -512,11 +512,15 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--webhook-timeout", type=float, default=5.0, help="seconds per webhook request; default: %(default)s"
     )
-    parser.add_argument("--privacy", action="store_true", help="blur saved evidence images: faces with --face-model, otherwise everything but the detection boxes")
+    parser.add_argument(
+        "--privacy",
+        action="store_true",
+        help="blur faces in saved evidence images, found with OpenCV's Haar cascades unless --face-model is given",
+    )
     parser.add_argument(
         "--face-model",
         default=None,
-        help="YuNet face detector .onnx for --privacy; without it everything but the detection boxes is blurred",
+        help="YuNet face detector .onnx file that --privacy uses in place of the Haar cascades",
     )
     parser.add_argument(
         "--keep-days",
@@ -565,6 +569,13 @@ def run_watch_command(arguments: argparse.Namespace) -> int:
             config = single_camera(arguments.source, loop=arguments.loop)
             if config.cameras[0].kind.value == "file" and not Path(arguments.source).is_file():
                 raise UsageError(f"video file {arguments.source!r} not found: pass a webcam index, a stream URL or a file")
+        if arguments.face_model and not arguments.privacy:
+            raise UsageError("--face-model applies only with --privacy: add --privacy or drop --face-model")
+        if arguments.face_model and not Path(arguments.face_model).is_file():
+            raise UsageError(
+                f"face model {arguments.face_model!r} not found: pass --face-model with a YuNet .onnx file, "
+                "or omit it to find faces with OpenCV's Haar cascades"
+            )
         specs = build_camera_specs(arguments, config, default_confidence)
         settings = WatchSettings(
             out_dir=Path(arguments.out),

@@ -310,10 +310,79 @@ def test_webhook_url_credentials_not_logged(caplog):
     assert "s3cret" not in caplog.text
 
 
-def test_privacy_fallback_blurs_outside_boxes():
+def laplacian_variance(image: np.ndarray) -> float:
+    """Return the variance of the Laplacian of an image's grayscale copy: a measure of its fine detail."""
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def far_from_faces(shape: tuple[int, ...], faces: np.ndarray) -> np.ndarray:
+    """Return a mask of the pixels more than a face's width or height away from every face box."""
+    height, width = shape[:2]
+    mask = np.ones((height, width), dtype=bool)
+    for x, y, w, h in faces:
+        mask[max(0, y - h) : max(0, y + 2 * h), max(0, x - w) : max(0, x + 2 * w)] = False
+    return mask
+
+
+@pytest.fixture(scope="module")
+def face_images(dataset_dir):
+    """Up to three test-split images in which the Haar cascades find a face and leave room far from it."""
+    blurrer = FaceBlurrer()
+    found = []
+    for path in sorted((dataset_dir / "test" / "images").glob("*.webp"))[:40]:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        faces = blurrer.find_faces(image)
+        if len(faces) and far_from_faces(image.shape, faces).mean() > 0.2:
+            found.append((path.name, image, faces))
+        if len(found) == 3:
+            break
+    assert found, "the Haar cascades found no face in the first 40 test images of the shared dataset"
+    return found
+
+
+def test_privacy_default_uses_haar_cascades():
+    blurrer = FaceBlurrer()
+    assert blurrer.mode == "faces"
+    assert blurrer.face_detector == "haar"
+
+
+def test_privacy_blurs_faces_in_real_images(face_images):
+    blurrer = FaceBlurrer()
+    for name, image, faces in face_images:
+        blurred = blurrer.apply(image, POSITIVE)
+        for x, y, w, h in faces:
+            before = laplacian_variance(image[y : y + h, x : x + w])
+            after = laplacian_variance(blurred[y : y + h, x : x + w])
+            assert after < before / 10, f"{name}: face at {(x, y, w, h)} kept detail ({before:.1f} -> {after:.1f})"
+        far = far_from_faces(image.shape, faces)
+        assert np.array_equal(blurred[far], image[far]), f"{name}: pixels far from every face changed"
+
+
+def test_privacy_faceless_gradient_unchanged():
+    ramp = np.linspace(0, 255, 320, dtype=np.float32)
+    image = np.stack(
+        [np.tile(ramp, (240, 1)), np.tile(ramp[:240, None], (1, 320)), np.full((240, 320), 128.0)], axis=2
+    ).astype(np.uint8)
+    blurrer = FaceBlurrer()
+    assert len(blurrer.find_faces(image)) == 0
+    assert np.array_equal(blurrer.apply(image, POSITIVE), image)
+
+
+@pytest.mark.parametrize(("cascade_text", "reason"), [(None, "not found"), ("not xml", "not a valid cascade XML file")])
+def test_privacy_unusable_cascade_falls_back(tmp_path, caplog, cascade_text, reason):
+    if cascade_text is not None:
+        (tmp_path / "haarcascade_frontalface_default.xml").write_text(cascade_text)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
-    blurred = FaceBlurrer().apply(image, POSITIVE)
+    with caplog.at_level(logging.WARNING, logger="detector.sinks"):
+        blurrer = FaceBlurrer(cascade_dir=tmp_path)
+    assert blurrer.mode == "outside-detections"
+    assert blurrer.face_detector is None
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "haarcascade_frontalface_default.xml" in warnings[0]
+    assert reason in warnings[0]
+    blurred = blurrer.apply(image, POSITIVE)
     assert np.array_equal(blurred[10:30, 10:30], image[10:30, 10:30])
     assert np.abs(blurred[60:, 60:].astype(int) - image[60:, 60:].astype(int)).mean() > 30
 
@@ -546,6 +615,20 @@ def test_cli_config_error_is_usage_error(tmp_path):
     completed = run_cli(["--config", str(config)], timeout=60)
     assert completed.returncode == 2
     assert "camera 'a' (cameras[0]): cooldown" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("privacy", "expected"),
+    [
+        (["--privacy"], "face model '{model}' not found: pass --face-model with a YuNet .onnx file"),
+        ([], "--face-model applies only with --privacy"),
+    ],
+)
+def test_cli_face_model_usage_errors(tmp_path, privacy, expected):
+    model = tmp_path / "missing-yunet.onnx"
+    completed = run_cli(["--source", "0", *privacy, "--face-model", str(model), "--out", str(tmp_path)], timeout=60)
+    assert completed.returncode == 2, completed.stderr
+    assert expected.format(model=model) in completed.stderr
 
 
 @pytest.mark.slow
