@@ -23,9 +23,11 @@ class UsageError(Exception):
 
 
 def _configure_logging(verbosity: int) -> None:
+    """Set log levels: 0 shows warnings and errors, 1 (the default) adds our info lines, 2 and more add debug."""
     level = logging.WARNING - 10 * verbosity
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("detector").setLevel(max(logging.INFO - 10 * max(verbosity - 1, 0), logging.DEBUG))
+    project_level = logging.WARNING if verbosity <= 0 else max(logging.INFO - 10 * (verbosity - 1), logging.DEBUG)
+    logging.getLogger("detector").setLevel(project_level)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -107,6 +107,7 @@ class EventTracker:
         self._last_positive_time: float | None = None
         self._quiet_frames = 0  # Sampled frames since the event's last positive one.
         self._next_id = 1
+        self._frame_interval = frame_interval
         self.events: list[SmokingEvent] = []
         frames_in_window = math.inf if not frame_interval else max(1, math.floor(self.settings.window_seconds / frame_interval))
         self._min_frames = int(min(self.settings.min_positive_frames, frames_in_window))
@@ -195,6 +196,8 @@ class EventTracker:
         event = self._current
         event.sampled_frames -= self._quiet_frames
         self._quiet_frames = 0
+        # The last positive frame stands for the time until the next sampled frame.
+        event.end += self._frame_interval or 0.0
         event.closed = True
         self.events.append(event)
         self._current = None

@@ -82,6 +82,10 @@ class Detector:
         weights = Path(self.settings.weights)
         if not weights.exists():
             raise ModelError(f"weights {str(weights)!r} not found: pass --weights with a .pt or exported model file")
+        if weights.is_dir() and not weights.name.endswith("_openvino_model"):
+            raise ModelError(
+                f"weights {str(weights)!r} is a folder: pass a .pt, .onnx or .engine file, or an *_openvino_model folder"
+            )
 
         self.device = resolve_device(self.settings.device)
         # An exported model keeps the precision it was exported with, so fp16 input would not match an fp32 export.
@@ -94,10 +98,14 @@ class Detector:
 
         try:
             self._model = YOLO(str(weights), task="detect")
+            # Exported models are opened lazily, so reading the class names is what loads them.
+            self.names: dict[int, str] = dict(self._model.names)
         except Exception as error:  # Ultralytics raises many types for unreadable files.
-            raise ModelError(f"weights {str(weights)!r} could not be loaded: {error}") from error
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelError(
+                f"weights {str(weights)!r} could not be loaded ({reason}); pass a YOLO detection model file"
+            ) from error
         self.weights = weights
-        self.names: dict[int, str] = dict(self._model.names)
         logger.info(
             "loaded %s on %s (%s, %d CPU threads)", weights.name, self.device, "fp16" if self.half else "fp32", self.threads
         )

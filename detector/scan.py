@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from detector.events import EventSettings, EventTracker
 from detector.model import DEFAULT_CONFIDENCE, Detector, ModelError, ModelSettings
@@ -128,8 +129,8 @@ def _input_fingerprint(video: Path) -> dict[str, Any]:
     return {"size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def load_complete_report(report_path: Path, video: Path) -> dict[str, Any] | None:
-    """Return a previous report if it is complete and its input has not changed since, else None."""
+def load_complete_report(report_path: Path, video: Path, settings_key: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a previous report if it is complete, its input unchanged and its settings the same, else None."""
     import json
 
     try:
@@ -137,6 +138,8 @@ def load_complete_report(report_path: Path, video: Path) -> dict[str, Any] | Non
     except (OSError, ValueError):
         return None
     if report.get("report_version") != REPORT_VERSION or report.get("status") not in {"ok", "partial"}:
+        return None
+    if report.get("settings_key") != settings_key:
         return None
     try:
         if report.get("input_file") != _input_fingerprint(video):
@@ -164,10 +167,16 @@ class Scanner:
         self.write_summary()
 
         overall = tqdm(videos, desc="videos", unit="video", disable=not self.settings.progress or len(videos) < 2)
-        for video in overall:
-            row = self.scan_one(video)
-            self.rows.append(row)
-            self.write_summary()
+        with logging_redirect_tqdm():
+            for video in overall:
+                try:
+                    row = self.scan_one(video)
+                except KeyboardInterrupt:
+                    self.rows.append(_failed_row(str(video), "interrupted before the scan finished", "interrupted"))
+                    self.write_summary()
+                    raise
+                self.rows.append(row)
+                self.write_summary()
         overall.close()
         return self.rows
 
@@ -175,8 +184,9 @@ class Scanner:
         """Scan one video and write its report; a failure is reported, never raised."""
         folder = output_folder(self.settings.out_dir, video)
         report_path = folder / "report.json"
+        settings_key = self._settings_key()
         if self.settings.resume:
-            previous = load_complete_report(report_path, video)
+            previous = load_complete_report(report_path, video, settings_key)
             if previous is not None:
                 logger.info("%s: report complete, skipped (--resume)", video)
                 return summary_row(previous, report_path)
@@ -191,6 +201,7 @@ class Scanner:
             "model": self.detector.describe(),
             "sampling": {"sample_fps": self.settings.sample_fps, "batch_size": self.settings.batch_size},
             "thresholds": _thresholds(self.detector, self.settings.events),
+            "settings_key": settings_key,
             "events": [],
         }
         try:
@@ -211,6 +222,17 @@ class Scanner:
             report["status"] = "failed"
             report["error"] = f"report not written: {error}"
         return summary_row(report, report_path)
+
+    def _settings_key(self) -> dict[str, Any]:
+        """Return what decides a report's content, so --resume redoes videos scanned differently."""
+        model = self.detector.describe()
+        return {
+            "weights": str(model.get("weights")),
+            "imgsz": model.get("imgsz"),
+            "sample_fps": self.settings.sample_fps,
+            "annotate": self.settings.annotate,
+            "thresholds": _thresholds(self.detector, self.settings.events),
+        }
 
     def _run_pipeline(self, video: Path, folder: Path, report: dict[str, Any]) -> None:
         settings = self.settings
@@ -254,12 +276,20 @@ class Scanner:
         pipeline = Pipeline(reader, self.detector, tracker, sinks, batch_size=settings.batch_size, on_frame=advance)
         try:
             stats = pipeline.run()
+        except BaseException:
+            # Interrupted or failed: an unfinished video must not appear under its final name.
+            sinks.abort()
+            raise
+        else:
+            sinks.close()
         finally:
             progress.close()
-            sinks.close()
 
         decoded = source.stats
         report["video"]["rotation"] = info.rotation
+        if info.rotation % 180:
+            # Width and height as displayed, after the rotation frames were turned by.
+            report["video"]["width"], report["video"]["height"] = info.height, info.width
         report["video"]["fps"] = round(info.fps, 3)
         report["frames"] = {
             "decoded": decoded.frames_decoded,
@@ -279,7 +309,7 @@ class Scanner:
         if video_writer is not None and video_writer.frames_written and not sinks.errors:
             report["annotated_video"] = str((folder / "annotated.mp4").relative_to(folder))
 
-        partial_reason = _partial_reason(decoded, info.frames_expected)
+        partial_reason = _partial_reason(decoded, info)
         if sinks.errors:
             report["status"] = "failed"
             report["error"] = "; ".join(sinks.errors)
@@ -307,15 +337,23 @@ class Scanner:
             raise
 
 
-def _partial_reason(decoded, frames_expected: int | None) -> str | None:
+def _partial_reason(decoded, info) -> str | None:
+    frames_expected = info.frames_expected
     until = decoded.last_timestamp or 0.0
+    if decoded.corrupt_packets:
+        return (
+            f"{decoded.corrupt_packets} damaged packets skipped ({decoded.first_corruption}); "
+            f"{decoded.frames_decoded} of {frames_expected or 'an unknown number of'} frames decoded, up to {until:.2f} s"
+        )
     if decoded.error:
         return (
             f"decoding stopped at {until:.2f} s after {decoded.frames_decoded} of "
             f"{frames_expected if frames_expected else 'an unknown number of'} frames: {decoded.error}"
         )
-    if frames_expected and decoded.frames_decoded < PARTIAL_DECODE_FRACTION * frames_expected:
+    if info.frames_counted and frames_expected and decoded.frames_decoded < PARTIAL_DECODE_FRACTION * frames_expected:
         return f"only {decoded.frames_decoded} of {frames_expected} frames decoded, up to {until:.2f} s"
+    if not info.frames_counted and info.duration and until < PARTIAL_DECODE_FRACTION * info.duration - 2 / info.fps:
+        return f"decoding ended at {until:.2f} s of {info.duration:.2f} s ({decoded.frames_decoded} frames)"
     return None
 
 
@@ -375,8 +413,8 @@ def summary_row(report: dict[str, Any], report_path: Path) -> dict[str, Any]:
     }
 
 
-def _failed_row(input_text: str, error: str) -> dict[str, Any]:
-    return {"input": input_text, "status": "failed", "events": 0, "error": error}
+def _failed_row(input_text: str, error: str, status: str = "failed") -> dict[str, Any]:
+    return {"input": input_text, "status": status, "events": 0, "error": error}
 
 
 def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -425,28 +463,58 @@ def parse_sample_fps(text: str) -> float | None:
     return value
 
 
-def run_scan_command(arguments: argparse.Namespace) -> int:
-    """Run ``smokedet scan``; return 0 when every input was scanned, 1 when any failed."""
-    from detector.cli import EXIT_FAILED, EXIT_OK, UsageError
+def _usage(build, *arguments, option: str | None = None, **keywords):
+    """Call ``build``; turn its ValueError into a UsageError that names the command-line option."""
+    from detector.cli import UsageError
 
     try:
-        sample_fps = parse_sample_fps(arguments.sample_fps)
-        events = EventSettings(
-            window_seconds=arguments.event_window,
-            min_positive_fraction=arguments.event_min_fraction,
-            close_after_seconds=arguments.event_gap,
-        )
-        model_settings = ModelSettings(
-            weights=Path(arguments.weights),
-            device=arguments.device,
-            imgsz=arguments.imgsz,
-            confidence=DEFAULT_CONFIDENCE if arguments.conf is None else arguments.conf,
-            threads=arguments.threads,
-        )
-        if arguments.batch < 1:
-            raise ValueError(f"invalid --batch {arguments.batch}: use 1 or more")
+        return build(*arguments, **keywords)
     except ValueError as error:
-        raise UsageError(str(error)) from error
+        raise UsageError(f"invalid {option}: {error}" if option else str(error)) from error
+
+
+def check_output_folder(out_dir: Path) -> str | None:
+    """Create the output folder and try writing in it; return a one-line problem or None."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".smokedet-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        return f"cannot use output folder {str(out_dir)!r}: a file has that name; pass --out with a folder"
+    except OSError as error:
+        return f"cannot write to output folder {str(out_dir)!r} ({error.strerror or error}); pass a writable --out"
+    return None
+
+
+def run_scan_command(arguments: argparse.Namespace) -> int:
+    """Run ``smokedet scan``; return 0 when every input was scanned (partial scans included), 1 when any failed."""
+    from detector.cli import EXIT_FAILED, EXIT_OK, UsageError
+
+    sample_fps = _usage(parse_sample_fps, arguments.sample_fps)
+    events = _usage(
+        EventSettings,
+        window_seconds=arguments.event_window,
+        min_positive_fraction=arguments.event_min_fraction,
+        close_after_seconds=arguments.event_gap,
+        option="--event-window, --event-min-fraction or --event-gap",
+    )
+    model_settings = _usage(
+        ModelSettings,
+        weights=Path(arguments.weights),
+        device=arguments.device,
+        imgsz=arguments.imgsz,
+        confidence=DEFAULT_CONFIDENCE if arguments.conf is None else arguments.conf,
+        threads=arguments.threads,
+        option="--imgsz or --conf",
+    )
+    if arguments.batch < 1:
+        raise UsageError(f"invalid --batch {arguments.batch}: use 1 or more")
+
+    problem = check_output_folder(Path(arguments.out))
+    if problem:
+        logger.error("%s", problem)
+        return EXIT_FAILED
 
     videos, problems = expand_inputs(arguments.inputs)
     settings = ScanSettings(

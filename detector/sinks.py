@@ -57,12 +57,21 @@ class SinkSet:
     def close(self) -> None:
         self._call("close")
 
+    def abort(self) -> None:
+        """Discard unfinished outputs of sinks that support it (after an interruption); close the rest."""
+        for sink in self._sinks:
+            finish = getattr(sink, "abort", None) or sink.close
+            try:
+                finish()
+            except Exception as error:  # Already stopping; report and go on with the other sinks.
+                logger.error("discarding the output of %s failed: %s", type(sink).__name__, error)
+
     def _call(self, method: str, *arguments: Any) -> None:
         for sink in list(self._sinks):
             try:
                 getattr(sink, method)(*arguments)
             except Exception as error:  # A sink may fail in any way; the video loop must go on.
-                message = f"{type(sink).__name__}: {error}"
+                message = str(error) if isinstance(error, SinkError) else f"{type(sink).__name__}: {error}"
                 logger.error("sink failed and is switched off: %s", message)
                 self.errors.append(message)
                 self._sinks.remove(sink)
@@ -130,7 +139,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # A read-only or vanished folder: the write error below is the one to report.
         raise SinkError(f"{path}: cannot write ({error.strerror or error})") from error
 
 
@@ -194,6 +206,9 @@ class AnnotatedVideoWriter:
         self._stream.height = height - height % 2
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = Fraction(1, 1000)
+        # Millisecond timestamps need a millisecond codec clock too: with the default of
+        # 1/fps, variable-frame-rate input puts two frames on one tick and the encoder fails.
+        self._stream.codec_context.time_base = Fraction(1, 1000)
         self._stream.options = {"crf": str(self.crf), "preset": "veryfast", "movflags": "+faststart"}
 
     def on_frame(self, frame: Frame, detections: sv.Detections) -> None:
@@ -235,6 +250,16 @@ class AnnotatedVideoWriter:
         finally:
             self._container = None
         os.replace(self._temporary, self.path)
+
+    def abort(self) -> None:
+        """Close the encoder and delete the unfinished file, so no truncated video is left."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception as error:  # The file is deleted next whatever state it is in.
+                logger.debug("closing the unfinished %s failed: %s", self._temporary, error)
+            self._container = None
+        self._temporary.unlink(missing_ok=True)
 
 
 def event_record(event: SmokingEvent, evidence: Path | None, base: Path | None = None) -> dict[str, Any]:

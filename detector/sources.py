@@ -62,7 +62,7 @@ class Frame:
 
 @dataclass
 class VideoInfo:
-    """What a video file's container says about its video stream."""
+    """Metadata of a video file's first video stream, as its container reports it."""
 
     path: str
     width: int
@@ -70,6 +70,7 @@ class VideoInfo:
     fps: float
     fps_from_metadata: bool
     frames_expected: int | None
+    frames_counted: bool  # True when the container stores the frame count, False for an estimate from duration.
     duration: float | None
     rotation: int
     codec: str
@@ -78,12 +79,14 @@ class VideoInfo:
 
 @dataclass
 class DecodeStats:
-    """What the decoder actually delivered, filled in while decoding."""
+    """Counters of what the decoder delivered, updated while decoding."""
 
     frames_decoded: int = 0
     frames_sampled: int = 0
     last_timestamp: float | None = None
-    error: str | None = None
+    error: str | None = None  # Why reading stopped before the end of the file, if it did.
+    corrupt_packets: int = 0
+    first_corruption: str | None = None
 
 
 class Sampler:
@@ -141,10 +144,15 @@ class VideoFileSource:
         try:
             container = av.open(str(self.path), mode="r", metadata_errors="ignore")
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
-            raise SourceOpenError(f"{self.path}: not a readable video ({_ffmpeg_reason(error)})") from error
+            raise SourceOpenError(
+                f"{self.path}: not a readable video ({_ffmpeg_reason(error)}); the file may be truncated or not a video"
+            ) from error
         if not container.streams.video:
             container.close()
             raise SourceOpenError(f"{self.path}: contains no video stream")
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            container.close()
+            raise SourceOpenError(f"{self.path}: is a still image ({container.format.name}), not a video")
 
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -160,8 +168,9 @@ class VideoFileSource:
         elif container.duration is not None:
             duration = container.duration / 1_000_000
         frames_expected = stream.frames or None
+        frames_counted = frames_expected is not None
         if frames_expected is None and duration and fps_ok:
-            frames_expected = round(duration * fps)
+            frames_expected = round(duration * fps)  # An estimate: wrong for variable frame rates.
         if not fps_ok:
             logger.warning("%s: frame rate metadata %r is implausible; using frame timestamps", self.path, fps)
         creation = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
@@ -172,6 +181,7 @@ class VideoFileSource:
             fps=fps if fps_ok else FALLBACK_FPS,
             fps_from_metadata=fps_ok,
             frames_expected=frames_expected,
+            frames_counted=frames_counted,
             duration=duration,
             rotation=0,
             codec=stream.codec_context.name,
@@ -179,36 +189,48 @@ class VideoFileSource:
         )
 
     def frames(self) -> Iterator[Frame]:
-        """Yield frames in order; raise SourceDecodeError when not one frame decodes."""
+        """Yield frames in order; raise SourceDecodeError when not one frame decodes.
+
+        Packets that fail to decode are skipped and counted, so a damaged stretch in
+        the middle of a file costs only the frames that depend on it. Decoding stops
+        early only when the container itself cannot be read further (a truncated file).
+        """
         import av
 
         sampler = Sampler(self.sample_fps)
         start_pts: float | None = None
         index = -1
         try:
-            for decoded in self._container.decode(self._stream):
-                index += 1
-                timestamp = self._timestamp(decoded, index)
-                if start_pts is None:
-                    start_pts = timestamp
-                timestamp = max(0.0, timestamp - start_pts)
-                self.stats.frames_decoded += 1
-                self.stats.last_timestamp = timestamp
-                if index == 0:
-                    self.info.rotation = int(getattr(decoded, "rotation", 0) or 0)
-                sampled = sampler.keep(timestamp)
-                if not (sampled or self.deliver_all):
+            for packet in self._container.demux(self._stream):
+                try:
+                    decoded_frames = packet.decode()
+                except av.error.FFmpegError as error:
+                    self.stats.corrupt_packets += 1
+                    self.stats.first_corruption = self.stats.first_corruption or _ffmpeg_reason(error)
                     continue
-                if sampled:
-                    self.stats.frames_sampled += 1
-                image = self._to_bgr(decoded)
-                yield Frame(index=index, timestamp=timestamp, image=image, sampled=sampled, source_id=str(self.path))
+                for decoded in decoded_frames:
+                    index += 1
+                    timestamp = self._timestamp(decoded, index)
+                    if start_pts is None:
+                        start_pts = timestamp
+                    timestamp = max(0.0, timestamp - start_pts)
+                    self.stats.frames_decoded += 1
+                    self.stats.last_timestamp = timestamp
+                    if index == 0:
+                        self.info.rotation = int(getattr(decoded, "rotation", 0) or 0)
+                    sampled = sampler.keep(timestamp)
+                    if not (sampled or self.deliver_all):
+                        continue
+                    if sampled:
+                        self.stats.frames_sampled += 1
+                    image = self._to_bgr(decoded)
+                    yield Frame(index=index, timestamp=timestamp, image=image, sampled=sampled, source_id=str(self.path))
         except av.error.FFmpegError as error:
             self.stats.error = _ffmpeg_reason(error)
             if self.stats.frames_decoded == 0:
                 raise SourceDecodeError(f"{self.path}: no frame could be decoded ({self.stats.error})") from error
             logger.warning(
-                "%s: decoding stopped after %d frames at %.2f s: %s",
+                "%s: reading stopped after %d frames at %.2f s: %s",
                 self.path,
                 self.stats.frames_decoded,
                 self.stats.last_timestamp or 0.0,
@@ -216,8 +238,16 @@ class VideoFileSource:
             )
         finally:
             self.close()
+        if self.stats.corrupt_packets:
+            logger.warning(
+                "%s: skipped %d packets that failed to decode (first: %s)",
+                self.path,
+                self.stats.corrupt_packets,
+                self.stats.first_corruption,
+            )
         if self.stats.frames_decoded == 0:
-            raise SourceDecodeError(f"{self.path}: the video stream contains no decodable frame")
+            reason = f" ({self.stats.first_corruption})" if self.stats.first_corruption else ""
+            raise SourceDecodeError(f"{self.path}: the video stream contains no decodable frame{reason}")
         if not self.info.fps_from_metadata and self.stats.frames_decoded > 1 and self.stats.last_timestamp:
             self.info.fps = (self.stats.frames_decoded - 1) / self.stats.last_timestamp
 
@@ -246,7 +276,7 @@ def _ffmpeg_reason(error: Exception) -> str:
 
 
 class BufferPolicy(str, enum.Enum):
-    """How a reader hands frames over when the consumer is slower than the source."""
+    """Buffering policy of a reader whose consumer is slower than its source."""
 
     KEEP_ALL = "keep_all"  # Block the decoder: a scan must not lose a sampled frame.
     KEEP_LATEST = "keep_latest"  # Drop the oldest frame: a live view must not fall behind.
@@ -280,7 +310,7 @@ class FrameReader:
     def stop(self) -> None:
         """Ask the reader to stop; it ends after the frame it is decoding."""
         self._stop.set()
-        # Free a slot so a decoder blocked on a full buffer sees the stop request.
+        # Empty the buffer so a decoder blocked on a full buffer wakes up and checks the stop flag.
         try:
             while True:
                 self._queue.get_nowait()

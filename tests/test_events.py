@@ -50,7 +50,7 @@ def test_onset_sustained_gap_end():
     assert [change.kind for change in changes] == ["opened", "closed"]
     event = tracker.events[0]
     assert event.start == pytest.approx(2.0)
-    assert event.end == pytest.approx(5.8)
+    assert event.end == pytest.approx(6.0)  # The last positive frame at 5.8 s covers 0.2 s.
     assert event.peak_confidence == pytest.approx(0.95)
     assert event.peak_time == pytest.approx(2.6)
     assert event.peak_frame_index == 13
@@ -76,7 +76,7 @@ def test_short_gap_keeps_one_event():
     pattern = [0.8] * 10 + [None] * 8 + [0.8] * 10  # A 1.6 s gap is shorter than close_after_seconds.
     changes = feed(tracker, 5, pattern)
     assert [change.kind for change in changes] == ["opened", "closed"]
-    assert tracker.events[0].end == pytest.approx(27 * 0.2)
+    assert tracker.events[0].end == pytest.approx(28 * 0.2)
 
 
 def test_long_gap_splits_events():
@@ -104,7 +104,7 @@ def test_event_open_at_stream_end_is_closed_by_finish():
     assert tracker.current is not None
     changes = tracker.finish()
     assert [change.kind for change in changes] == ["closed"]
-    assert tracker.events[0].end == pytest.approx(1.8)
+    assert tracker.events[0].end == pytest.approx(2.0)
 
 
 def test_low_confidence_detections_ignored():

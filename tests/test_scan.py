@@ -59,9 +59,9 @@ def test_scan_finds_events_at_right_times(tmp_path, smoking_clip):
     events = report["events"]
     assert len(events) == 2
     assert events[0]["start_s"] == pytest.approx(5.0, abs=0.21)
-    assert events[0]["end_s"] == pytest.approx(8.8, abs=0.21)
+    assert events[0]["end_s"] == pytest.approx(9.0, abs=0.21)
     assert events[1]["start_s"] == pytest.approx(14.0, abs=0.21)
-    assert events[1]["end_s"] == pytest.approx(15.8, abs=0.21)
+    assert events[1]["end_s"] == pytest.approx(16.0, abs=0.21)
     assert events[0]["start"] == "00:00:05.000"
     assert events[0]["peak_confidence"] == pytest.approx(0.9)
 
@@ -272,4 +272,87 @@ def test_event_settings_reach_report(tmp_path, smoking_clip):
     _, out_dir = scan(tmp_path, [str(smoking_clip)], events=events)
     report = read_report(out_dir, smoking_clip)
     assert report["thresholds"]["window_s"] == 2.0
-    assert len(report["events"]) == 1  # A 6 s gap bridges the 5.2 s between the two marked stretches.
+    assert len(report["events"]) == 1  # A 6 s gap bridges the 5 s between the two marked stretches.
+
+
+def test_variable_frame_rate_annotates(tmp_path):
+    """Frames 1/30 s apart, then 1/10 s apart: the annotated video keeps every frame and the timing."""
+    from fractions import Fraction
+
+    path = tmp_path / "vfr.mkv"
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("libx264", rate=30)
+    stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+    stream.time_base = Fraction(1, 1000)
+    timestamps = [index / 30 for index in range(60)] + [2 + index / 10 for index in range(20)]
+    images = list(marker_frames(4, 20, [(1, 3)]))
+    for number, timestamp in enumerate(timestamps):
+        frame = av.VideoFrame.from_ndarray(images[min(int(timestamp * 20), 79)], format="bgr24")
+        frame.pts, frame.time_base = int(round(timestamp * 1000)), Fraction(1, 1000)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+
+    rows, out_dir = scan(tmp_path, [str(path)], annotate=True)
+    assert rows[0]["status"] == "ok", rows[0]["error"]
+    video = output_folder(out_dir, path) / "annotated.mp4"
+    with av.open(str(video)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 80
+    assert float(frames[-1].time) == pytest.approx(3.9, abs=0.05)
+
+
+def test_interrupted_scan_leaves_no_partial_video(tmp_path, smoking_clip, monkeypatch):
+    from detector.pipeline import Pipeline
+
+    original = Pipeline._process
+    calls = []
+
+    def interrupt_later(self, pending):
+        calls.append(len(pending))
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(self, pending)
+
+    monkeypatch.setattr(Pipeline, "_process", interrupt_later)
+    with pytest.raises(KeyboardInterrupt):
+        scan(tmp_path, [str(smoking_clip)], annotate=True)
+    folder = output_folder(tmp_path / "out", smoking_clip)
+    assert not (folder / "annotated.mp4").exists()
+    assert not (folder / ".annotated.partial.mp4").exists()
+    assert not (folder / "report.json").exists()
+    summary = read_summary(tmp_path / "out")
+    assert summary[0]["status"] == "interrupted"
+
+
+def test_resume_rescans_with_changed_settings(tmp_path, smoking_clip):
+    scan(tmp_path, [str(smoking_clip)])
+    detector = FakeDetector()
+    settings = ScanSettings(out_dir=tmp_path / "out", progress=False, resume=True, sample_fps=2.0)
+    Scanner(detector, settings).scan_all([smoking_clip], [])
+    assert sum(detector.batches) == 40  # 20 s at the new rate of 2 frames per second.
+
+    detector = FakeDetector()
+    settings = ScanSettings(out_dir=tmp_path / "out", progress=False, resume=True, sample_fps=2.0, annotate=True)
+    Scanner(detector, settings).scan_all([smoking_clip], [])
+    assert sum(detector.batches) == 40
+    assert (output_folder(tmp_path / "out", smoking_clip) / "annotated.mp4").is_file()
+
+
+def test_rotated_video_reports_displayed_size(tmp_path):
+    path = write_video(tmp_path / "phone.mp4", marker_frames(1, 30, [], size=(320, 180)), fps=30, rotation=90)
+    _, out_dir = scan(tmp_path, [str(path)])
+    report = read_report(out_dir, path)
+    assert (report["video"]["width"], report["video"]["height"]) == (180, 320)
+
+
+def test_output_folder_problems(tmp_path):
+    from detector.scan import check_output_folder
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    assert "a file has that name" in check_output_folder(a_file)
+    assert "cannot write" in check_output_folder(a_file / "below")
+    assert check_output_folder(tmp_path / "fresh" / "nested") is None

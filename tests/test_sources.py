@@ -117,14 +117,30 @@ def test_text_file_raises_open_error(tmp_path):
         VideoFileSource(path)
 
 
-def test_image_file_has_no_video_stream_or_is_rejected(tmp_path):
+def test_still_image_is_rejected(tmp_path):
     import cv2
 
     path = tmp_path / "photo.png"
     cv2.imwrite(str(path), moving_pattern(64, 64, 0))
-    source = VideoFileSource(path)
-    # FFmpeg opens a PNG as a one-frame video; that is a valid (if short) input.
-    assert len(list(source.frames())) == 1
+    with pytest.raises(SourceOpenError, match="still image"):
+        VideoFileSource(path)
+
+
+def test_damaged_middle_skips_only_bad_packets(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", (moving_pattern(320, 240, index) for index in range(120)), fps=30)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for offset in range(middle, middle + 4096, 7):
+        data[offset] ^= 0xFF
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+
+    source = VideoFileSource(damaged, sample_fps=None)
+    frames = list(source.frames())
+    # Decoding goes on after the damage: the last frames of the file still come out.
+    assert frames[-1].timestamp > 3.5
+    assert len(frames) > 60
+    assert source.stats.error is None
 
 
 def test_truncated_mp4_without_index_fails_to_open(clip, tmp_path):
