@@ -39,7 +39,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--conf", type=float, default=None, help="detection confidence threshold (0-1); default: the model card's"
     )
-    parser.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core but one, left for video decoding"
+    )
 
 
 def _add_scan_command(commands: argparse._SubParsersAction) -> None:

@@ -62,7 +62,7 @@ class ModelSettings:
     confidence: float = DEFAULT_CONFIDENCE
     iou: float = 0.5
     half: bool | None = None  # None: fp16 on CUDA, fp32 on CPU.
-    threads: int = 0  # 0: every core this process may use.
+    threads: int = 0  # 0: every core but one, which stays free for decoding video.
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence <= 1.0:
@@ -92,7 +92,8 @@ class Detector:
         exported = weights.suffix in EXPORTED_SUFFIXES or weights.is_dir()
         default_half = self.device.startswith("cuda") and not exported
         self.half = default_half if self.settings.half is None else self.settings.half
-        self.threads = set_torch_threads(self.settings.threads)
+        # Video decoding runs in its own thread beside inference, so one core is left to it.
+        self.threads = set_torch_threads(self.settings.threads, keep_free=1)
 
         from ultralytics import YOLO
 

@@ -24,12 +24,14 @@ def default_thread_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def set_torch_threads(count: int | None = None) -> int:
+def set_torch_threads(count: int | None = None, keep_free: int = 0) -> int:
     """Set PyTorch's intra-op thread count, also for later Ultralytics device selection.
 
+    ``count`` of None or 0 means every core but ``keep_free`` (at least one thread).
     Returns the count that was applied.
     """
-    count = default_thread_count() if count is None or count <= 0 else count
+    if count is None or count <= 0:
+        count = max(1, default_thread_count() - keep_free)
 
     # select_device() reads this module-level name each time it picks the CPU.
     from ultralytics.utils import torch_utils

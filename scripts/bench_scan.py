@@ -42,7 +42,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--fps", type=float, default=30, help="frame rate of the generated video")
     parser.add_argument("--sample-fps", type=float, default=5, help="frames per second of video sent to the model")
     parser.add_argument("--batch", type=int, default=4, help="pipeline batch size")
-    parser.add_argument("--threads", type=int, default=0, help="pipeline PyTorch threads; 0 uses every core")
+    parser.add_argument("--threads", type=int, default=0, help="pipeline PyTorch threads; 0 uses every core but one, as the scan command does")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--video", help="use this video instead of generating one")

@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between report lines; default: %(default)s")
     parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N; default: %(default)s")
-    parser.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core")
+    parser.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core but one, as the watch command does")
     parser.add_argument("--out", default="/tmp/bench-watch", help="output folder of the watcher; default: %(default)s")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
