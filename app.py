@@ -17,6 +17,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import argparse
 import atexit
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from detector import demo
+from detector.events import AlertSettings
 from detector.model import DEFAULT_CONFIDENCE, DEFAULT_WEIGHTS, ModelSettings
 
 logger = logging.getLogger("app")
@@ -57,12 +59,19 @@ def pass_upload_path_through(component: gr.Image) -> gr.Image:
 
 
 class DemoApp:
-    """The shared model, the temporary folder and the model card text of one running app."""
+    """The shared model, the temporary folder, the model card text and the webcam alert timing of one running app."""
 
-    def __init__(self, detector: demo.SharedDetector, temp: demo.TempArea, model_card: str) -> None:
+    def __init__(
+        self,
+        detector: demo.SharedDetector,
+        temp: demo.TempArea,
+        model_card: str,
+        webcam_alerts: AlertSettings = demo.WEBCAM_ALERTS,
+    ) -> None:
         self.detector = detector
         self.temp = temp
         self.model_card = model_card
+        self.webcam_alerts = webcam_alerts
 
     # Event handlers return one value per output component, in the order of the `outputs=` lists below.
 
@@ -103,11 +112,12 @@ class DemoApp:
         return str(result.annotated_path), result.event_rows, figure, result.summary()
 
     def on_webcam(self, frame, confidence: float, session: demo.WebcamSession | None):
-        session = session or demo.WebcamSession(frame_interval=WEBCAM_STREAM_EVERY)
+        arrived = time.monotonic()  # Before the wait for the shared model, which other tabs may hold.
+        session = session or demo.WebcamSession(settings=self.webcam_alerts)
         if frame is None:
             return None, "", session
         try:
-            annotated, status = session.process(self.detector, frame, confidence=confidence)
+            annotated, status = session.process(self.detector, frame, confidence=confidence, now=arrived)
         except Exception as error:  # A failing frame must not end the stream; the next one may work.
             logger.exception("webcam frame failed")
             return None, f"⚠️ Frame failed ({type(error).__name__}). The server log has the details.", session
@@ -180,11 +190,12 @@ def _video_tab(app: DemoApp) -> None:
 
 
 def _webcam_tab(app: DemoApp) -> None:
-    settings = demo.WEBCAM_EVENTS
+    settings = app.webcam_alerts
     gr.Markdown(
-        f"An alert opens when {settings.min_positive_frames} or more frames and {settings.min_positive_fraction:.0%} of "
-        f"those within {settings.window_seconds:g} s show a cigarette, and clears after {settings.close_after_seconds:g} s "
-        "without one. Frames are processed on the server; nothing is recorded."
+        f"An alert is raised once a cigarette has been seen for {settings.min_duration:g} s in at least "
+        f"{settings.min_positive_fraction:.0%} of frames, and clears after {settings.clear_after:g} s without one; "
+        f"no new alert is raised within {settings.cooldown:g} s of a clearing. These are the rules of `smokedet watch` "
+        "with shorter times. Frames are processed on the server; nothing is recorded."
     )
     session = gr.State(None)
     with gr.Row():

@@ -22,7 +22,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from detector.events import EventChange, EventSettings, EventTracker, top_confidence
+from detector.events import AlertChange, AlertSettings, AlertTracker, EventChange, EventSettings, EventTracker, top_confidence
 from detector.model import DEFAULT_CONFIDENCE, Detector, ModelSettings
 from detector.pipeline import Pipeline
 from detector.sinks import AnnotatedVideoWriter, SinkSet, annotate, event_record
@@ -37,9 +37,10 @@ MAX_VIDEO_BYTES = 200 * 1024 * 1024
 MAX_VIDEO_SECONDS = 120.0
 MAX_VIDEO_PIXELS = 3840 * 2160
 VIDEO_SAMPLE_FPS = 5.0
-# A browser camera delivers a frame every ``stream_every`` seconds at best, and slower while the
-# model is busy, so the opening window is wider than a scan's to hold at least two frames.
-WEBCAM_EVENTS = EventSettings(window_seconds=2.0, min_positive_frames=2, close_after_seconds=3.0)
+# The webcam tab raises alerts with the rules of ``smokedet watch`` but shorter times than its
+# defaults (3 s, 10 s, 60 s), so a visitor holding up a cigarette sees an alert within seconds
+# and can trigger the next one soon after it clears.
+WEBCAM_ALERTS = AlertSettings(min_duration=2.0, clear_after=4.0, cooldown=10.0)
 DETECTION_COLUMNS = ["confidence", "x1", "y1", "x2", "y2"]
 EVENT_COLUMNS = ["id", "start", "end", "duration_s", "peak_confidence", "peak_s", "positive_frames", "sampled_frames"]
 
@@ -374,14 +375,22 @@ def confidence_figure(result: VideoResult, threshold: float = DEFAULT_CONFIDENCE
 
 @dataclass
 class WebcamSession:
-    """Event state of one browser's camera stream; timestamps are seconds since its first frame."""
+    """Alert state of one browser's camera stream.
 
-    settings: EventSettings = field(default_factory=lambda: WEBCAM_EVENTS)
-    frame_interval: float = 0.5
-    tracker: EventTracker | None = None
+    Frames are timed by their arrival at the server (``time.monotonic()``), in
+    seconds since the stream's first frame, because the browser sends no capture
+    time. The timing therefore includes network and queue delays.
+    """
+
+    settings: AlertSettings = field(default_factory=lambda: WEBCAM_ALERTS)
+    tracker: AlertTracker | None = None
     started_at: float | None = None
     frames: int = 0
-    alerts: int = 0
+
+    @property
+    def alerts(self) -> int:
+        """Number of alerts raised since the stream started."""
+        return len(self.tracker.alerts) if self.tracker is not None else 0
 
     def process(
         self,
@@ -390,29 +399,67 @@ class WebcamSession:
         confidence: float = DEFAULT_CONFIDENCE,
         now: float | None = None,
     ) -> tuple[np.ndarray, str]:
-        """Detect on one camera frame; return the annotated RGB frame and a Markdown alert line."""
+        """Detect on one camera frame; return the annotated RGB frame and a Markdown status.
+
+        ``now`` is the frame's arrival time on the ``time.monotonic()`` clock;
+        callers pass it when the frame waited for the model before this call.
+        Every drawn box counts towards an alert, so the slider sets both.
+        """
         now = time.monotonic() if now is None else now
         if self.tracker is None or self.started_at is None:
-            self.tracker = EventTracker(self.settings, source_id="webcam", frame_interval=self.frame_interval)
+            self.tracker = AlertTracker(self.settings, camera="webcam")
             self.started_at = now
         frame_bgr = np.ascontiguousarray(_rgb_frame(frame_rgb)[:, :, ::-1])
         detections = detector.detect([frame_bgr], confidence=confidence)[0]
         timestamp = now - self.started_at
-        for change in self.tracker.update(timestamp, detections, self.frames):
-            if change.kind == "opened":
-                self.alerts += 1
-                logger.info("webcam: smoking alert %d raised at %.1f s", change.event.event_id, timestamp)
+        for change in self.tracker.update(timestamp, detections):
+            _log_alert_change(change)
         self.frames += 1
         annotated = annotate(frame_bgr, detections, detector.names)[:, :, ::-1].copy()
-        return annotated, self.status(len(detections), top_confidence(detections))
+        return annotated, self.status(timestamp, len(detections), top_confidence(detections))
 
-    def status(self, boxes: int, top: float) -> str:
-        current = self.tracker.current if self.tracker is not None else None
-        if current is not None:
-            head = f"🔴 **ALERT: smoking** since {current.start:.1f} s (peak confidence {current.peak_confidence:.2f})"
-        else:
-            head = "🟢 **No smoking**"
-        return f"{head} · frame {self.frames}: {boxes} box(es), top confidence {top:.2f} · alerts so far: {self.alerts}"
+    def status(self, timestamp: float, boxes: int, top: float) -> str:
+        """Return the Markdown status line: the alert state, then this frame's detections."""
+        frame_text = f"frame {self.frames} at {timestamp:.1f} s: {boxes} box(es), top confidence {top:.2f}"
+        return f"{self._alert_state(timestamp)}\n\n{frame_text} · alerts raised: {self.alerts}"
+
+    def _alert_state(self, timestamp: float) -> str:
+        tracker = self.tracker
+        active = tracker.active
+        if active is not None:
+            return (
+                f"🔴 **Alert {active.alert_id} raised** at {active.raised_at:.1f} s: smoking since {active.onset:.1f} s, "
+                f"peak confidence {active.peak_confidence:.2f}. It clears after {self.settings.clear_after:g} s without a cigarette."
+            )
+        last = tracker.alerts[-1] if tracker.alerts else None
+        cooldown_note = ""
+        if last is not None and timestamp < last.cleared_at + self.settings.cooldown:
+            cooldown_note = f" No new alert before {last.cleared_at + self.settings.cooldown:.1f} s (cooldown)."
+        if tracker.pending:
+            return (
+                f"🟠 **Cigarette seen**, no alert yet: an alert is raised once smoking lasts {self.settings.min_duration:g} s "
+                f"with a cigarette in at least {self.settings.min_positive_fraction:.0%} of frames.{cooldown_note}"
+            )
+        if last is not None:
+            return (
+                f"🟢 **Alert {last.alert_id} cleared** at {last.cleared_at:.1f} s: smoking from {last.onset:.1f} s "
+                f"to {last.last_positive:.1f} s, peak confidence {last.peak_confidence:.2f}.{cooldown_note}"
+            )
+        return "🟢 **No alert**: no smoking seen."
+
+
+def _log_alert_change(change: AlertChange) -> None:
+    alert = change.alert
+    if change.kind == "raised":
+        logger.info(
+            "webcam: alert %d raised at %.1f s, smoking since %.1f s, peak confidence %.2f",
+            alert.alert_id,
+            alert.raised_at,
+            alert.onset,
+            alert.peak_confidence,
+        )
+    else:
+        logger.info("webcam: alert %d cleared at %.1f s (%s)", alert.alert_id, alert.cleared_at, alert.clear_reason)
 
 
 def _rgb_frame(frame: np.ndarray) -> np.ndarray:

@@ -59,12 +59,23 @@ def pick_images(count: int = 3) -> PickedImages:
     return PickedImages(positives, negatives)
 
 
-def write_slideshow(path: Path, positives: list[Path], negatives: list[Path], fps: float = 10.0, size=(416, 320)) -> Path:
-    """Write a clip: a negative for 1 s, positives for 2 s, negatives for 2 s."""
+def write_slideshow(
+    path: Path,
+    positives: list[Path],
+    negatives: list[Path],
+    fps: float = 10.0,
+    size=(416, 320),
+    positive_seconds: float = 2.0,
+) -> Path:
+    """Write a clip: a negative for 1 s, positives for ``positive_seconds``, negatives for 2 s."""
     def load(paths):
         return [cv2.imread(str(item)) for item in paths]
 
-    segments = [Segment(load(negatives[:1]), 1.0), Segment(load(positives), 2.0), Segment(load(negatives), 2.0)]
+    segments = [
+        Segment(load(negatives[:1]), 1.0),
+        Segment(load(positives), positive_seconds),
+        Segment(load(negatives), 2.0),
+    ]
     return write_video(path, slideshow_frames(segments, fps, *size), fps=fps)
 
 

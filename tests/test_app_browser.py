@@ -62,7 +62,11 @@ def media(tmp_path_factory):
         "positive": picked.positives[0],
         "negative": picked.negatives[0],
         "clip": clip,
-        "camera": write_y4m(clip, folder / "camera.y4m"),
+        # 6 s of positives, longer than the webcam tab's 2 s min_duration and short 3 s quiet gaps when it loops.
+        "camera": write_y4m(
+            write_slideshow(folder / "camera.mp4", picked.positives[:2], picked.negatives, positive_seconds=6.0),
+            folder / "camera.y4m",
+        ),
         "bad_image": bad,
         "bad_video": noise,
     }
@@ -202,10 +206,13 @@ def test_webcam_shows_annotations_and_alert(page):
         "document.querySelector('#webcam-status').innerText.includes('frame')", timeout=MODEL_TIMEOUT_MS
     )
     assert page.locator("#webcam-output img").count() == 1
-    # The fake camera loops the 5 s clip, whose middle 2 s show cigarettes.
+    # The fake camera loops a 9 s clip whose seconds 1 to 7 show cigarettes.
     page.wait_for_function(
-        "document.querySelector('#webcam-status').innerText.includes('ALERT')", timeout=MODEL_TIMEOUT_MS
+        "document.querySelector('#webcam-status').innerText.includes('Alert 1 raised')", timeout=MODEL_TIMEOUT_MS
     )
+    status = page.locator("#webcam-status").inner_text()
+    assert "smoking since" in status
+    assert "peak confidence 0." in status
     save_docs_screenshot(page, "webcam")
 
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageFile
 
 from demo_support import DATASET_DIR, pick_images, shared_detector, write_slideshow
 from detector import demo
-from detector.events import EventSettings
+from detector.events import AlertSettings
 from detector.synthetic import moving_pattern, write_video
 
 # The shipped model scores letterboxed slideshow frames lower than the original
@@ -245,24 +245,67 @@ def test_process_video_events_from_scripted_scores(tmp_path):
 # ---------------------------------------------------------------- webcam
 
 
-def test_webcam_session_alert_life_cycle():
-    settings = EventSettings(window_seconds=2.0, min_positive_frames=2, close_after_seconds=3.0)
-    session = demo.WebcamSession(settings=settings, frame_interval=0.5)
-    frame = np.zeros((48, 64, 3), np.uint8)
-    timeline = [(0.0, []), (0.5, [0.8]), (1.0, [0.7]), (1.5, []), (5.0, []), (5.5, [])]
+def run_webcam_timeline(session, timeline, start=100.0):
+    """Feed ``(seconds, scores)`` frames to ``session``; return the status after each frame."""
     detector = ScriptedDetector([scores for _, scores in timeline])
+    frame = np.zeros((48, 64, 3), np.uint8)
     statuses = []
     for moment, _ in timeline:
-        annotated, status = session.process(detector, frame, now=100.0 + moment)
+        annotated, status = session.process(detector, frame, now=start + moment)
         assert annotated.shape == frame.shape
         statuses.append(status)
-    assert "No smoking" in statuses[0]
-    assert "No smoking" in statuses[1]
-    assert "ALERT" in statuses[2]
-    assert "ALERT" in statuses[3]  # Still inside the 3 s clear-after gap.
-    assert "No smoking" in statuses[4]
-    assert session.alerts == 1
-    assert "alerts so far: 1" in statuses[5]
+    return statuses
+
+
+def test_webcam_session_alert_life_cycle():
+    settings = AlertSettings(min_duration=1.0, clear_after=2.0, cooldown=3.0)
+    session = demo.WebcamSession(settings=settings)
+    timeline = [
+        (0.0, []),
+        (0.5, [0.8]),  # Onset of smoking.
+        (1.0, [0.6]),
+        (1.5, [0.7]),  # 1 s of smoking: raised.
+        (3.0, []),  # 1.5 s quiet, less than clear_after.
+        (3.5, []),  # 2 s quiet: cleared, cooldown until 6.5 s.
+        (4.0, [0.9]),  # New onset inside the cooldown.
+        (5.0, [0.9]),  # 1 s of smoking, but still cooling down.
+        (6.5, [0.95]),  # Cooldown over: the second alert.
+    ]
+    statuses = run_webcam_timeline(session, timeline)
+
+    assert "No alert" in statuses[0]
+    assert "frame 1 at 0.0 s: 0 box(es)" in statuses[0]
+    assert "Cigarette seen" in statuses[1]
+    assert "Cigarette seen" in statuses[2]
+    assert "Alert 1 raised** at 1.5 s: smoking since 0.5 s, peak confidence 0.80" in statuses[3]
+    assert "alerts raised: 1" in statuses[3]
+    assert "Alert 1 raised" in statuses[4]
+    assert "Alert 1 cleared** at 3.5 s: smoking from 0.5 s to 1.5 s, peak confidence 0.80" in statuses[5]
+    assert "No new alert before 6.5 s (cooldown)" in statuses[5]
+    assert "Cigarette seen" in statuses[6]
+    assert "cooldown" in statuses[7]
+    assert "Alert 2 raised** at 6.5 s: smoking since 4.0 s, peak confidence 0.95" in statuses[8]
+    assert session.alerts == 2
+
+
+def test_webcam_session_clears_after_pause():
+    settings = AlertSettings(min_duration=0.5, clear_after=2.0, cooldown=0.0)
+    session = demo.WebcamSession(settings=settings)
+    # The stream stops after 1 s of smoking and restarts 30 s later without one.
+    statuses = run_webcam_timeline(session, [(0.0, [0.5]), (0.5, [0.5]), (1.0, [0.5]), (31.0, [])])
+    assert "Alert 1 raised" in statuses[2]
+    assert "Alert 1 cleared** at 31.0 s" in statuses[3]
+    assert "cooldown" not in statuses[3]
+
+
+def test_webcam_session_counts_drawn_boxes_only():
+    session = demo.WebcamSession(settings=AlertSettings(min_duration=0.5, clear_after=2.0))
+    # Scores below the 0.5 slider are neither drawn nor counted towards an alert.
+    detector = ScriptedDetector([[0.3], [0.3], [0.3]])
+    frame = np.zeros((48, 64, 3), np.uint8)
+    statuses = [session.process(detector, frame, confidence=0.5, now=moment)[1] for moment in (0.0, 0.5, 1.0)]
+    assert all("No alert" in status for status in statuses)
+    assert session.alerts == 0
 
 
 def test_webcam_session_accepts_rgba_and_grey():
