@@ -17,6 +17,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import argparse
 import atexit
 import logging
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -250,6 +251,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupt_on_sigterm(signal_number: int, frame) -> None:
+    logger.info("received SIGTERM, stopping the server")
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     logging.basicConfig(level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -264,6 +270,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     Image.MAX_IMAGE_PIXELS = demo.MAX_IMAGE_PIXELS
     temp = demo.TempArea()
     atexit.register(temp.cleanup)
+    # Gradio keeps uploads and copies of returned files in its cache (default /tmp/gradio) and empties
+    # it only when the next app starts. Inside the temporary area, the cache is removed at exit.
+    # Gradio reads GRADIO_TEMP_DIR when Blocks and its server are created, so this precedes build_app.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(temp.root / "gradio"))
+    # By default SIGTERM (systemd, docker stop) ends Python without running atexit handlers.
+    # Raised as KeyboardInterrupt, it stops Gradio's launch as Ctrl-C does, so cleanup runs.
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     demo.ensure_ffmpeg_on_path(temp.root / "bin")
 
     weights = Path(arguments.weights)

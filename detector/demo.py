@@ -114,7 +114,12 @@ def load_image(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: i
     except DemoInputError:
         raise
     except Image.DecompressionBombError as error:
-        raise DemoInputError(f"The image is too large to decode safely ({error}). Resize it and upload it again.") from error
+        # Pillow raises this from Image.open, before the size check above, for images above twice
+        # Image.MAX_IMAGE_PIXELS; app.py sets that to MAX_IMAGE_PIXELS.
+        raise DemoInputError(
+            f"The image has more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+            f"the limit is {max_pixels / 1e6:.0f} megapixels. Resize it and upload it again."
+        ) from error
     except (UnidentifiedImageError, ImportError) as error:
         # NOTE: once Ultralytics 8.4 is imported, its patched Image.open retries unreadable files with the
         # optional pi_heif package and raises ModuleNotFoundError when that is not installed.

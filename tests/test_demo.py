@@ -96,6 +96,17 @@ def test_load_image_rejects_pixel_bomb_before_decoding(tmp_path, monkeypatch):
     assert decoded == []
 
 
+def test_load_image_explains_pillow_bomb_limit(tmp_path, monkeypatch):
+    # app.py lowers Pillow's limit to the demo's, so Image.open itself rejects 20000 x 20000 pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", demo.MAX_IMAGE_PIXELS)
+    path = save(Image.new("1", (20000, 20000)), tmp_path / "bomb.png")
+    with pytest.raises(demo.DemoInputError) as caught:
+        demo.load_image(path)
+    message = str(caught.value)
+    assert message.startswith("The image has more than 80 megapixels; the limit is 40 megapixels.")
+    assert "DOS" not in message
+
+
 def test_load_image_rejects_oversized_file(tmp_path):
     path = save(Image.new("RGB", (64, 64)), tmp_path / "small.png")
     with pytest.raises(demo.DemoInputError, match="limit is"):
