@@ -248,7 +248,8 @@ def test_process_video_events_from_scripted_scores(tmp_path):
     # 20 sampled frames at 5 fps: positive from 1.0 s to 2.0 s, quiet before and after.
     scores = [[0.9] if 5 <= index <= 10 else [] for index in range(20)]
     result = demo.process_video(ScriptedDetector(scores), clip, tmp_path / "out")
-    assert [(event["start_s"], event["end_s"]) for event in result.events] == [(1.0, 2.0)]
+    # The last positive frame, at 2.0 s, covers one 0.2 s sampling interval.
+    assert [(event["start_s"], event["end_s"]) for event in result.events] == [(1.0, 2.2)]
     assert result.confidences[5:11] == pytest.approx([0.9] * 6)
     assert result.annotated_path.is_file()
 
