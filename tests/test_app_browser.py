@@ -2,7 +2,8 @@
 
 The app runs in this process on a free 127.0.0.1 port. Chromium's fake camera
 plays a generated clip of dataset images for the webcam tab. Screenshots go to
-a temporary folder, and one per tab also to docs/screenshots/ for the README.
+a temporary folder; with SMOKEDET_UPDATE_SCREENSHOTS=1 one per tab also goes to docs/screenshots/
+for the README.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ def page(browser, server, tmp_path):
 
 
 def save_docs_screenshot(page, name: str) -> None:
+    """Refresh the README's screenshot of a tab, only when SMOKEDET_UPDATE_SCREENSHOTS=1 asks for it."""
+    if os.environ.get("SMOKEDET_UPDATE_SCREENSHOTS") != "1":
+        return
     DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"), full_page=True)
 
