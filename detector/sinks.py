@@ -675,20 +675,46 @@ def _strong_blur(region: np.ndarray) -> np.ndarray:
 
 
 def delete_older_than(directory: Path, days: float, patterns: Iterable[str], now: float | None = None) -> list[Path]:
-    """Delete files under ``directory`` matching any glob pattern whose modification time is over ``days`` old.
+    """Delete regular files matching any pattern whose modification time is over ``days`` old.
 
-    Returns the deleted paths; files that cannot be deleted are logged and kept.
+    Each pattern is a path relative to ``directory`` whose parts are matched with
+    :func:`fnmatch.fnmatchcase` (``evidence/*/*.jpg`` reaches exactly two folders
+    down). Symbolic links are neither followed nor deleted, so nothing outside
+    ``directory`` is touched. Returns the deleted paths; files that cannot be
+    deleted are logged and kept.
     """
     import time
 
     cutoff = (time.time() if now is None else now) - days * 86_400
     deleted: list[Path] = []
     for pattern in patterns:
-        for path in Path(directory).rglob(pattern):
+        for path in _match_without_symlinks(Path(directory), pattern.split("/")):
             try:
-                if path.is_file() and path.stat().st_mtime < cutoff:
+                if path.lstat().st_mtime < cutoff:
                     path.unlink()
                     deleted.append(path)
             except OSError as error:
                 logger.warning("%s: cannot delete expired file (%s)", path, error.strerror or error)
     return deleted
+
+
+def _match_without_symlinks(directory: Path, parts: list[str]) -> list[Path]:
+    """Return the regular files under ``directory`` whose relative path matches ``parts``, never entering a link."""
+    import fnmatch
+
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as error:
+        if not isinstance(error, FileNotFoundError):
+            logger.warning("%s: cannot list the folder for retention (%s)", directory, error.strerror or error)
+        return []
+    found: list[Path] = []
+    for entry in entries:
+        if not fnmatch.fnmatchcase(entry.name, parts[0]):
+            continue
+        if len(parts) > 1:
+            if entry.is_dir(follow_symlinks=False):
+                found += _match_without_symlinks(Path(entry.path), parts[1:])
+        elif entry.is_file(follow_symlinks=False):
+            found.append(Path(entry.path))
+    return found

@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 RETENTION_PERIOD_SECONDS = 86_400.0
 IDLE_WAIT_SECONDS = 0.005  # Pause of the loop when no camera has a new frame.
+EVIDENCE_FOLDER = "evidence"
 
 
 class FrameDetector(Protocol):
@@ -300,7 +301,7 @@ class Watcher:
             image = self.blurrer.apply(image, alert.evidence_detections)
         image = annotate(image, alert.evidence_detections, self.settings.class_names)
         stamp = time_text.replace(":", "").replace("-", "").replace("+0000", "Z")
-        relative = Path("evidence") / camera.name / f"{camera.name}-{stamp}-alert{alert.alert_id}.jpg"
+        relative = Path(EVIDENCE_FOLDER) / camera.name / f"{camera.name}-{stamp}-alert{alert.alert_id}.jpg"
         try:
             write_jpeg(self.out_dir / relative, image)
         except SinkError as error:
@@ -397,7 +398,8 @@ class Watcher:
         camera.health = CameraHealth(captured_before=captured, started=now)
 
     def _apply_retention(self) -> None:
-        patterns = [f"{EVENT_LOG_PREFIX}*{EVENT_LOG_SUFFIX}", "*.jpg"]
+        # Only the files this command writes: a user's own files under --out are never deleted.
+        patterns = [f"{EVENT_LOG_PREFIX}*{EVENT_LOG_SUFFIX}", f"{EVIDENCE_FOLDER}/*/*.jpg"]
         deleted = delete_older_than(self.out_dir, self.settings.keep_days, patterns)
         if deleted:
             logger.info("retention: deleted %d file(s) older than %g days under %s", len(deleted), self.settings.keep_days, self.out_dir)

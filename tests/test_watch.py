@@ -401,9 +401,45 @@ def test_retention_deletes_only_old_files(tmp_path):
     ten_days_ago = time.time() - 10 * 86_400
     for path in old + [tmp_path / "notes.txt"]:
         os.utime(path, (ten_days_ago, ten_days_ago))
-    deleted = delete_older_than(tmp_path, 7, ["events-*.jsonl", "*.jpg"])
+    deleted = delete_older_than(tmp_path, 7, ["events-*.jsonl", "evidence/*/*.jpg"])
     assert sorted(deleted) == sorted(old)
     assert all(path.exists() for path in new)
+
+
+def set_age(path: Path, days: float) -> None:
+    then = time.time() - days * 86_400
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_watch_retention_keeps_user_files(tmp_path):
+    video = marker_video(tmp_path / "quiet.mp4", seconds=0.5, fps=10, marked=[])
+    out_dir = tmp_path / "out"
+    outside = tmp_path / "outside"
+    expired = [out_dir / "events-2020-01-01.jsonl", out_dir / "evidence" / "desk" / "desk-old-alert1.jpg"]
+    survivors = [
+        out_dir / "photos" / "holiday.jpg",
+        out_dir / "old.jpg",
+        out_dir / "photos" / "events-2020-01-01.jsonl",
+        out_dir / "evidence" / "desk" / "deeper" / "old.jpg",
+        outside / "linked.jpg",
+        outside / "camera" / "old.jpg",
+    ]
+    for path in expired + survivors:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        set_age(path, 40)
+    # Links out of --out: retention must neither follow nor delete them.
+    (out_dir / "evidence" / "linked").symlink_to(outside / "camera")
+    (out_dir / "evidence" / "desk" / "link.jpg").symlink_to(outside / "linked.jpg")
+    set_age(out_dir / "evidence" / "desk" / "link.jpg", 40)
+
+    Watcher([CameraSpec("desk", str(video))], MarkerDetector(), WatchSettings(out_dir=out_dir, keep_days=7)).run()
+
+    for path in expired:
+        assert not path.exists(), f"{path} was kept"
+    for path in survivors:
+        assert path.exists(), f"{path} was deleted"
+    assert (out_dir / "evidence" / "desk" / "link.jpg").is_symlink()
 
 
 # -- the watch loop ---------------------------------------------------------
