@@ -106,7 +106,6 @@ def annotate(image: np.ndarray, detections: sv.Detections | None, names: dict[in
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> Path:
     """Write a JPEG through a temporary name; raise SinkError when it cannot be written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise SinkError(f"{path}: JPEG encoding failed")
@@ -130,6 +129,7 @@ def _json_default(value: Any) -> Any:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` through a temporary name, creating missing folders; raise SinkError on any OSError."""
     temporary = path.with_name(f".{path.name}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -411,7 +411,8 @@ class WebhookSender:
         self.failed = 0
         self.dropped = 0
         self._session = session or requests.Session()
-        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        # Each payload waits with whether the event log recorded it, which the failure messages report.
+        self._pending: collections.deque[tuple[dict[str, Any], bool]] = collections.deque()
         self._condition = threading.Condition()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
@@ -424,20 +425,24 @@ class WebhookSender:
         with self._condition:
             return len(self._pending)
 
-    def send(self, payload: dict[str, Any]) -> None:
-        """Queue one payload for delivery; the network is only used by the worker thread."""
+    def send(self, payload: dict[str, Any], in_event_log: bool = True) -> None:
+        """Queue one payload for delivery; the network is only used by the worker thread.
+
+        ``in_event_log`` tells whether the caller's event log recorded the payload,
+        so that a failed delivery is reported as lost when it did not.
+        """
         with self._condition:
             if len(self._pending) >= self.settings.queue_size:
-                self._pending.popleft()
+                _, dropped_in_log = self._pending.popleft()
                 self.dropped += 1
                 logger.warning(
-                    "webhook %s: queue full (%d waiting), dropped the oldest delivery (%d dropped so far); "
-                    "the event log still has it",
+                    "webhook %s: queue full (%d waiting), dropped the oldest delivery (%d dropped so far); %s",
                     self._target,
                     self.settings.queue_size,
                     self.dropped,
+                    _event_log_note(dropped_in_log),
                 )
-            self._pending.append(payload)
+            self._pending.append((payload, in_event_log))
             self._condition.notify()
 
     def close(self, drain_seconds: float = 5.0) -> None:
@@ -449,9 +454,12 @@ class WebhookSender:
         if self._thread.is_alive():
             self._abandon.set()
             self._thread.join(timeout=self.settings.timeout + 1)
-        left = self.queued
+        with self._condition:
+            left = list(self._pending)
         if left:
-            logger.warning("webhook %s: %d delivery(ies) not sent at shutdown; the event log has them", self._target, left)
+            unlogged = sum(1 for _, in_event_log in left if not in_event_log)
+            note = "the event log has them" if not unlogged else f"{unlogged} of them are missing from the event log too"
+            logger.warning("webhook %s: %d delivery(ies) not sent at shutdown; %s", self._target, len(left), note)
 
     def _run(self) -> None:
         while True:
@@ -460,10 +468,10 @@ class WebhookSender:
                     self._condition.wait()
                 if not self._pending or self._abandon.is_set():
                     return
-                payload = self._pending.popleft()
-            self._deliver(payload)
+                payload, in_event_log = self._pending.popleft()
+            self._deliver(payload, in_event_log)
 
-    def _deliver(self, payload: dict[str, Any]) -> None:
+    def _deliver(self, payload: dict[str, Any], in_event_log: bool) -> None:
         import requests
 
         body = json.dumps(payload, ensure_ascii=False, default=_json_default).encode("utf-8")
@@ -494,7 +502,11 @@ class WebhookSender:
             if self._abandon.wait(delay):
                 break
         self.failed += 1
-        logger.error("webhook %s: delivery failed (%s); the event log still has the alert", self._target, reason)
+        logger.error("webhook %s: delivery failed (%s); %s", self._target, reason, _event_log_note(in_event_log))
+
+
+def _event_log_note(in_event_log: bool) -> str:
+    return "the event log still has it" if in_event_log else "the event log write failed too, so it is lost"
 
 
 # Haar cascade files that opencv-python 4.x wheels ship in cv2.data.haarcascades (5.x wheels ship none).

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -287,9 +288,9 @@ class Watcher:
             record["positive_frames"] = alert.positive_frames
             record["processed_frames"] = alert.processed_frames
             camera.logger.info("alert %d cleared (%s) after %.1f s of smoking", alert.alert_id, alert.clear_reason, alert.duration)
-        self._write_event(record)
+        in_event_log = self._write_event(record)
         if self.webhook is not None:
-            self.webhook.send(record)
+            self.webhook.send(record, in_event_log=in_event_log)
 
     def _save_evidence(self, camera: Camera, alert, time_text: str) -> str | None:
         if alert.evidence_image is None:
@@ -309,12 +310,17 @@ class Watcher:
             return None
         return str(relative)
 
-    def _write_event(self, record: dict[str, Any]) -> None:
+    def _write_event(self, record: dict[str, Any]) -> bool:
+        """Append ``record`` to the event log; return False, after logging one error line, when that fails."""
         try:
             self.event_log.write(record)
         except SinkError as error:
             # The loop goes on: alerts still reach the log output and the webhook.
-            logger.error("%s; event not recorded: %s", error, record)
+            logger.getChild(record["camera"]).error(
+                "%s of alert %d not recorded in the event log: %s", record["type"], record["alert_id"], error
+            )
+            return False
+        return True
 
     # -- camera life cycle --------------------------------------------------
 
@@ -542,6 +548,25 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show", action="store_true", help="open a preview window per camera when a display exists")
 
 
+def check_output_folder(out_dir: Path) -> str | None:
+    """Create ``out_dir`` and write and delete a probe file in it; return why that failed, or None.
+
+    Checking at start makes an unusable --out fail before the model loads, not at the first alert.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out {str(out_dir)!r} is a file; pass a folder"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"--out {str(out_dir)!r}: cannot create the folder ({error.strerror or error}); pass a writable folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".smokedet-probe-"):
+            pass
+    except OSError as error:
+        return f"--out {str(out_dir)!r} is not writable ({error.strerror or error}); pass a writable folder"
+    return None
+
+
 def build_camera_specs(arguments: argparse.Namespace, config: WatchConfig, default_confidence: float) -> list[CameraSpec]:
     """Return one spec per camera; thresholds come from the camera, then the file's defaults, then the options."""
     fallback = AlertSettings(
@@ -558,7 +583,7 @@ def build_camera_specs(arguments: argparse.Namespace, config: WatchConfig, defau
 
 def run_watch_command(arguments: argparse.Namespace) -> int:
     """Run ``smokedet watch``; return 0 after a stop request or when every source ended, 1 when a camera failed."""
-    from detector.cli import EXIT_FAILED, EXIT_OK, UsageError
+    from detector.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
     from detector.model import DEFAULT_CONFIDENCE, Detector, ModelError, ModelSettings
 
     default_confidence = DEFAULT_CONFIDENCE if arguments.conf is None else arguments.conf
@@ -599,6 +624,11 @@ def run_watch_command(arguments: argparse.Namespace) -> int:
         )
     except (ConfigError, ValueError) as error:
         raise UsageError(str(error)) from error
+
+    problem = check_output_folder(Path(arguments.out))
+    if problem is not None:
+        logger.error("%s", problem)
+        return EXIT_USAGE
 
     try:
         detector = Detector(model_settings)

@@ -573,6 +573,66 @@ def test_watch_two_cameras_one_unreachable(tmp_path, caplog):
     assert any("reconnecting in" in message for message in _messages(caplog, "gate"))
 
 
+def test_watch_unwritable_evidence_keeps_alert(tmp_path, caplog):
+    video = marker_video(tmp_path / "smoking.mp4", seconds=2, fps=10, marked=[(0.0, 2.0)])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "evidence").write_text("a file where the evidence folder should be")
+    receiver = WebhookReceiver()
+    settings = WatchSettings(out_dir=out_dir, webhook=WebhookSettings(receiver.url, timeout=2))
+    spec = CameraSpec("desk", str(video), AlertSettings(min_duration=0.5, clear_after=1, cooldown=60))
+    caplog.set_level(logging.INFO, logger="detector")
+    try:
+        result = Watcher([spec], MarkerDetector(), settings).run()
+    finally:
+        receiver.close()
+    assert result.alerts_raised == 1
+    raised = [record for record in read_events(out_dir) if record["type"] == "alert_raised"]
+    assert len(raised) == 1
+    assert raised[0]["evidence"] is None
+    assert [payload["type"] for payload in receiver.received][:1] == ["alert_raised"]
+    errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    assert any(message.startswith("evidence for alert 1 not saved:") and "cannot write" in message for message in errors)
+
+
+def test_watch_event_log_failure_logged_once(tmp_path, caplog):
+    video = marker_video(tmp_path / "smoking.mp4", seconds=2, fps=10, marked=[(0.0, 2.0)])
+    out_dir = tmp_path / "out"
+    # A folder under each event log's name makes appending fail (today and tomorrow, in case the date changes).
+    for days in (0, 1):
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + days * 86_400))
+        (out_dir / f"events-{day}.jsonl").mkdir(parents=True)
+    webhook = WebhookSettings(f"http://127.0.0.1:{free_port()}/hook", timeout=0.5, max_attempts=1)
+    settings = WatchSettings(out_dir=out_dir, webhook=webhook)
+    spec = CameraSpec("desk", str(video), AlertSettings(min_duration=0.5, clear_after=1, cooldown=60))
+    caplog.set_level(logging.INFO, logger="detector")
+    Watcher([spec], MarkerDetector(), settings).run()
+    errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+    not_recorded = [message for message in errors if "not recorded in the event log" in message]
+    assert any(message.startswith("alert_raised of alert 1 not recorded") for message in not_recorded), errors
+    for message in not_recorded:
+        assert "\n" not in message
+        assert "peak_confidence" not in message  # The record itself is not dumped.
+    webhook_errors = [message for message in errors if message.startswith("webhook ")]
+    assert webhook_errors
+    for message in webhook_errors:
+        assert "the event log write failed too" in message
+        assert "still has" not in message
+
+
+@pytest.mark.parametrize("layout", ["file", "below_file"])
+def test_cli_unusable_out_exits_2(tmp_path, layout):
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    out_dir = blocker if layout == "file" else blocker / "out"
+    completed = run_cli(["--source", "0", "--out", str(out_dir), "--device", "cpu"], timeout=60)
+    assert completed.returncode == 2, completed.stderr
+    expected = f"--out '{out_dir}' is a file; pass a folder" if layout == "file" else f"--out '{out_dir}': cannot create"
+    assert expected in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "loaded" not in completed.stderr  # Failed before the model loaded.
+
+
 def _messages(caplog, camera: str) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name.endswith("." + camera)]
 
