@@ -124,8 +124,12 @@ class VideoFileSource:
     estimated from the timestamps of the first frames.
     """
 
-    def __init__(self, path: str | Path, sample_fps: float | None = 5.0, deliver_all: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, sample_fps: float | None = 5.0, deliver_all: bool = False, decode_threads: int = 1
+    ) -> None:
+        """``decode_threads`` of 0 lets FFmpeg pick one thread per core."""
         self.path = Path(path)
+        self.decode_threads = decode_threads
         self.sample_fps = sample_fps
         self.deliver_all = deliver_all
         self.stats = DecodeStats()
@@ -155,7 +159,9 @@ class VideoFileSource:
             raise SourceOpenError(f"{self.path}: is a still image ({container.format.name}), not a video")
 
         stream = container.streams.video[0]
+        # One decoding thread by default: the model runs beside it, on the other cores.
         stream.thread_type = "AUTO"
+        stream.thread_count = self.decode_threads
         self._container = container
         self._stream = stream
 
@@ -387,8 +393,15 @@ class FrameReader:
 # Live sources: webcams, network streams and files played in real time.
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
-_SECRET_QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pass|pwd|token|key|auth|secret|signature)=)[^&#\s]*", re.IGNORECASE)
+# The user info ends at the last '@' before the first '/', '?' or '#', as FFmpeg's av_url_split
+# reads it, so a password that contains '@' is hidden whole.
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/?#\s]+)@")
+# Query and fragment parameters whose value is a secret; names match case-insensitively.
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&#](?:password|passwd|pass|pwd|token|access_token|key|apikey|api_key|api-key|auth|secret|signature|sig)=)"
+    r"[^&#\s]*",
+    re.IGNORECASE,
+)
 # OpenCV's FFmpeg backend gives up on an open or a read after this long instead of blocking forever.
 CAPTURE_TIMEOUT_MS = 10_000
 
@@ -396,8 +409,8 @@ CAPTURE_TIMEOUT_MS = 10_000
 def redact_url(text: str) -> str:
     """Replace credentials in every URL inside ``text`` with ``***``.
 
-    Covers ``scheme://user:password@host`` user info and common secret query
-    parameters (``password``, ``token``, ``key`` and similar).
+    Covers ``scheme://user:password@host`` user info and common secret query or
+    fragment parameters (``password``, ``token``, ``api_key``, ``sig`` and similar).
     """
     text = _URL_USERINFO.sub(lambda match: f"{match['scheme']}***@", text)
     return _SECRET_QUERY.sub(lambda match: f"{match['key']}***", text)
