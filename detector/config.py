@@ -221,4 +221,11 @@ def single_camera(source: str, loop: bool = False) -> WatchConfig:
         name = f"webcam{int(source)}"
     else:
         name = "stream"
-    return WatchConfig(cameras=[CameraConfig(name=name, source=source, loop=loop)])
+    if loop and kind is not SourceKind.FILE:
+        raise ConfigError(f"--loop applies only to a video file; drop it for {kind.value} source {redact_url(source)!r}")
+    try:
+        return WatchConfig(cameras=[CameraConfig(name=name, source=source, loop=loop)])
+    except ValidationError as error:
+        # Pydantic's own message repeats the input, which may be a URL with a password.
+        problems = "; ".join(line.strip() for line in _describe_errors(error, {"cameras": [{"name": name}]}))
+        raise ConfigError(f"invalid --source {redact_url(source)!r}: {problems}") from None

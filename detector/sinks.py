@@ -378,7 +378,9 @@ class WebhookSettings:
 
     def __post_init__(self) -> None:
         if not self.url.lower().startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must start with http:// or https://, got {redact_url(self.url)!r}")
+            # Only the scheme is shown, because the rest of a webhook URL may be its secret.
+            scheme = self.url.partition("://")[0] if "://" in self.url else "none"
+            raise ValueError(f"webhook URL must start with http:// or https://, got scheme {scheme!r}")
         if self.timeout <= 0:
             raise ValueError(f"webhook timeout must be positive seconds, got {self.timeout}")
         if self.max_attempts < 1:
@@ -416,7 +418,8 @@ class WebhookSender:
         self._condition = threading.Condition()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
-        self._target = redact_url(settings.url)
+        # Only scheme, host and port are logged: Slack- and Discord-style URLs carry the secret in the path.
+        self._target = _url_origin(settings.url)
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
 
@@ -480,7 +483,7 @@ class WebhookSender:
             try:
                 response = self._session.post(self.settings.url, data=body, headers=headers, timeout=self.settings.timeout)
             except requests.RequestException as error:
-                reason = redact_url(f"{type(error).__name__}: {error}")
+                reason = _hide_url_path(f"{type(error).__name__}: {error}", self.settings.url)
             else:
                 if response.status_code < 300:
                     self.delivered += 1
@@ -503,6 +506,33 @@ class WebhookSender:
                 break
         self.failed += 1
         logger.error("webhook %s: delivery failed (%s); %s", self._target, reason, _event_log_note(in_event_log))
+
+
+def _url_origin(url: str) -> str:
+    """Return ``scheme://host[:port]`` of a URL, without user info, path, query or fragment."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal.
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _hide_url_path(text: str, url: str) -> str:
+    """Replace ``url`` and its path with ``***`` in an error message; requests errors name the path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    text = text.replace(url, f"{_url_origin(url)}/***")
+    for secret in (parts.path + (f"?{parts.query}" if parts.query else ""), parts.path):
+        if secret not in ("", "/"):
+            text = text.replace(secret, "/***")
+    return redact_url(text)
 
 
 def _event_log_note(in_event_log: bool) -> str:

@@ -18,7 +18,7 @@ import pytest
 import supervision as sv
 from livefakes import MarkerDetector, MjpegServer, WebhookReceiver, free_port, scene
 
-from detector.config import ConfigError, load_watch_config
+from detector.config import ConfigError, load_watch_config, single_camera
 from detector.events import AlertSettings, AlertTracker
 from detector.sinks import EventLog, FaceBlurrer, SinkError, WebhookSender, WebhookSettings, delete_older_than
 from detector.sources import ReconnectPolicy, SourceKind, redact_url, source_kind
@@ -174,6 +174,12 @@ def test_alert_settings_reject_out_of_range(field, value):
         ("http://cam.local/stream.mjpg?password=pw", "http://cam.local/stream.mjpg?password=***"),
         ("http://127.0.0.1:8080/stream.mjpg", "http://127.0.0.1:8080/stream.mjpg"),
         ("0", "0"),
+        ("rtsp://admin:top@secret@127.0.0.1:9/x", "rtsp://***@127.0.0.1:9/x"),
+        ("open rtsp://a:p@ss@cam/x failed for ops@example.test", "open rtsp://***@cam/x failed for ops@example.test"),
+        ("rtsp://a:p@ss@cam?channel=1", "rtsp://***@cam?channel=1"),
+        ("https://h/x?access_token=a&apikey=b&api_key=c&api-key=d", "https://h/x?access_token=***&apikey=***&api_key=***&api-key=***"),
+        ("https://h/x?Auth=a&SIGNATURE=b&sig=c&keyboard=d", "https://h/x?Auth=***&SIGNATURE=***&sig=***&keyboard=d"),
+        ("https://h/x?API_KEY=a#token=b", "https://h/x?API_KEY=***#token=***"),
     ],
 )
 def test_redact_url(text, expected):
@@ -299,15 +305,30 @@ def test_webhook_delivers_and_retries_after_server_error(tmp_path):
 
 def test_webhook_url_credentials_not_logged(caplog):
     port = free_port()  # Nothing listens there.
-    sender = WebhookSender(
-        WebhookSettings(f"http://bob:s3cret@127.0.0.1:{port}/hook", timeout=0.5, max_attempts=2, initial_backoff=0.1)
-    )
+    url = f"http://bob:s3cret@127.0.0.1:{port}/services/T01/B02/pathsecret?token=querysecret"
+    sender = WebhookSender(WebhookSettings(url, timeout=0.5, max_attempts=2, initial_backoff=0.1))
     with caplog.at_level(logging.WARNING):
         sender.send({"n": 1})
         assert wait_for(lambda: sender.failed == 1, timeout=5)
         sender.close()
-    assert "webhook http://***@127.0.0.1" in caplog.text
-    assert "s3cret" not in caplog.text
+    assert f"webhook http://127.0.0.1:{port}: attempt 1 of 2 failed" in caplog.text
+    assert "ConnectionError" in caplog.text
+    for secret in ("s3cret", "pathsecret", "querysecret", "services/T01"):
+        assert secret not in caplog.text
+
+
+def test_webhook_bad_scheme_hides_url():
+    with pytest.raises(ValueError) as caught:
+        WebhookSettings("hooks.example.test/services/T01/B02/pathsecret")
+    assert "pathsecret" not in str(caught.value)
+    assert "got scheme 'none'" in str(caught.value)
+
+
+def test_single_camera_invalid_source_one_line():
+    with pytest.raises(ConfigError) as caught:
+        single_camera("")
+    assert str(caught.value).startswith("invalid --source '': ")
+    assert "\n" not in str(caught.value)
 
 
 def laplacian_variance(image: np.ndarray) -> float:
@@ -704,6 +725,14 @@ def test_cli_unopenable_source_exits_1_without_credentials(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert "s3cret" not in path.read_text(errors="replace")
+
+
+def test_cli_stream_loop_error_hides_password(tmp_path):
+    completed = run_cli(["--source", "rtsp://u:s3cret@127.0.0.1/x", "--loop", "--out", str(tmp_path)], timeout=60)
+    assert completed.returncode == 2, completed.stderr
+    assert "--loop applies only to a video file; drop it for stream source 'rtsp://***@127.0.0.1/x'" in completed.stderr
+    assert "s3cret" not in completed.stdout + completed.stderr
+    assert "validation error" not in completed.stderr
 
 
 def test_cli_config_error_is_usage_error(tmp_path):
