@@ -19,6 +19,8 @@ import logging
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -59,6 +61,18 @@ from detector.sources import (
 logger = logging.getLogger(__name__)
 
 RETENTION_PERIOD_SECONDS = 86_400.0
+# A child process opens and closes one window to test the display (see _preview_unavailable_reason).
+PREVIEW_PROBE_NO_GUI = 3
+PREVIEW_PROBE = (
+    "import sys, cv2\n"
+    "try:\n"
+    "    cv2.namedWindow('smokedet-probe', cv2.WINDOW_NORMAL)\n"
+    "    cv2.waitKey(1)\n"
+    "    cv2.destroyAllWindows()\n"
+    "except cv2.error:\n"
+    f"    sys.exit({PREVIEW_PROBE_NO_GUI})\n"
+)
+PREVIEW_PROBE_TIMEOUT_SECONDS = 5.0
 IDLE_WAIT_SECONDS = 0.005  # Pause of the loop when no camera has a new frame.
 EVIDENCE_FOLDER = "evidence"
 
@@ -180,7 +194,8 @@ class Watcher:
         self.webhook = WebhookSender(settings.webhook) if settings.webhook is not None else None
         self.blurrer = FaceBlurrer(settings.face_model) if settings.privacy else None
         self.result = WatchResult()
-        self._show = settings.show and _preview_available()
+        self._preview_problem = _preview_unavailable_reason() if settings.show else None
+        self._show = settings.show and self._preview_problem is None
         self._next_health = 0.0
         self._next_retention = 0.0
 
@@ -379,7 +394,7 @@ class Watcher:
         if self.blurrer is not None and self.blurrer.face_detector is not None:
             logger.info("--privacy: blurring faces found by %s in evidence images", self.blurrer.face_detector)
         if self.settings.show and not self._show:
-            logger.info("--show ignored: %s; running headless", _preview_unavailable_reason())
+            logger.info("--show ignored: %s; running headless", self._preview_problem)
 
     def _log_health(self, camera: Camera, now: float) -> None:
         health = camera.health
@@ -440,21 +455,30 @@ def _utc_iso(epoch_seconds: float) -> str:
 
 
 def _preview_unavailable_reason() -> str | None:
-    """Return why no preview window can open, or None when one can."""
-    import cv2
+    """Return why no preview window can open, or None when one can.
 
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    The window is tried in a child process because OpenCV's Qt backend aborts the
+    whole process when it cannot connect to the display.
+    """
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not display:
         return "no display (DISPLAY is not set)"
     try:
-        cv2.namedWindow("smokedet-probe", cv2.WINDOW_NORMAL)
-        cv2.destroyWindow("smokedet-probe")
-    except cv2.error:
+        completed = subprocess.run(
+            [sys.executable, "-c", PREVIEW_PROBE],
+            capture_output=True,
+            timeout=PREVIEW_PROBE_TIMEOUT_SECONDS,
+            env={**os.environ, "QT_LOGGING_RULES": "*=false"},
+        )
+    except subprocess.TimeoutExpired:
+        return f"opening a test window on display {display!r} timed out after {PREVIEW_PROBE_TIMEOUT_SECONDS:g} s"
+    except OSError as error:
+        return f"the window test could not start ({error.strerror or error})"
+    if completed.returncode == PREVIEW_PROBE_NO_GUI:
         return "this OpenCV build has no GUI support (opencv-python-headless)"
+    if completed.returncode != 0:
+        return f"cannot open a window on display {display!r} (test window exited with status {completed.returncode})"
     return None
-
-
-def _preview_available() -> bool:
-    return _preview_unavailable_reason() is None
 
 
 def _close_preview() -> None:

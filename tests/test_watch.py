@@ -681,6 +681,37 @@ def test_watch_show_without_display_runs_headless(tmp_path, caplog, monkeypatch)
     assert "--show ignored: no display" in caplog.text
 
 
+SHOW_WATCH_SCRIPT = """
+import logging, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from livefakes import MarkerDetector
+from detector.watch import CameraSpec, Watcher, WatchSettings
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+video, out_dir = sys.argv[2], Path(sys.argv[3])
+Watcher([CameraSpec("desk", video)], MarkerDetector(), WatchSettings(out_dir=out_dir, show=True)).run()
+"""
+
+
+def test_watch_show_unreachable_display_runs_headless(tmp_path):
+    video = marker_video(tmp_path / "quiet.mp4", seconds=0.5, fps=10, marked=[])
+    # Nothing listens on display :99, so Qt cannot connect (it aborts the process that tries).
+    environment = {**os.environ, "DISPLAY": ":99", "YOLO_OFFLINE": "1"}
+    environment.pop("WAYLAND_DISPLAY", None)
+    completed = subprocess.run(
+        [sys.executable, "-c", SHOW_WATCH_SCRIPT, str(Path(__file__).parent), str(video), str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "--show ignored: cannot open a window on display ':99'" in completed.stderr
+    assert "running headless" in completed.stderr
+    assert "source ended after" in completed.stderr
+
+
 def test_watch_slow_model_lag_stays_bounded(tmp_path):
     server = MjpegServer(lambda index: scene(index), fps=30).start()
     detector = MarkerDetector(delay=0.2)  # Five frames a second at most, against 30 sent.
