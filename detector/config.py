@@ -42,7 +42,8 @@ class ConfigError(ValueError):
 class AlertThresholds(BaseModel):
     """Alert timing and detection threshold; every field may be left out to inherit."""
 
-    model_config = ConfigDict(extra="forbid")
+    # YAML reads .nan and .inf as floats, which no threshold accepts.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_duration: float | None = Field(
         default=None, ge=0, le=3600, description="seconds smoking must persist before an alert is raised"

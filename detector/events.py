@@ -230,12 +230,13 @@ class AlertSettings:
     confidence: float = 0.0  # A detection counts when its confidence is at least this (0: every detection).
 
     def __post_init__(self) -> None:
-        if self.min_duration < 0:
-            raise ValueError(f"min_duration must not be negative seconds, got {self.min_duration}")
-        if self.clear_after <= 0:
-            raise ValueError(f"clear_after must be positive seconds, got {self.clear_after}")
-        if self.cooldown < 0:
-            raise ValueError(f"cooldown must not be negative seconds, got {self.cooldown}")
+        # Written as "not (valid)" so that NaN, which fails every comparison, is rejected too.
+        if not (math.isfinite(self.min_duration) and self.min_duration >= 0):
+            raise ValueError(f"min_duration must be a finite number of 0 or more seconds, got {self.min_duration}")
+        if not (math.isfinite(self.clear_after) and self.clear_after > 0):
+            raise ValueError(f"clear_after must be a finite positive number of seconds, got {self.clear_after}")
+        if not (math.isfinite(self.cooldown) and self.cooldown >= 0):
+            raise ValueError(f"cooldown must be a finite number of 0 or more seconds, got {self.cooldown}")
         if not 0.0 < self.min_positive_fraction <= 1.0:
             raise ValueError(f"min_positive_fraction must be within (0, 1], got {self.min_positive_fraction}")
         if not 0.0 <= self.confidence <= 1.0:

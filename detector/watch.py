@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import statistics
@@ -109,10 +110,11 @@ class WatchSettings:
     class_names: dict[int, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.health_interval <= 0:
-            raise ValueError(f"health interval must be positive seconds, got {self.health_interval}")
-        if self.keep_days is not None and self.keep_days <= 0:
-            raise ValueError(f"keep days must be positive, got {self.keep_days}")
+        # The comparisons are written so that NaN fails them too.
+        if not (math.isfinite(self.health_interval) and self.health_interval > 0):
+            raise ValueError(f"health_interval must be a finite positive number of seconds, got {self.health_interval}")
+        if self.keep_days is not None and not (math.isfinite(self.keep_days) and self.keep_days > 0):
+            raise ValueError(f"keep_days must be a finite positive number of days, got {self.keep_days}")
         if not 1 <= self.buffer_capacity <= 2:
             raise ValueError(f"live buffer capacity must be 1 or 2 frames, got {self.buffer_capacity}")
 
@@ -515,6 +517,43 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 # -- command line -----------------------------------------------------------
 
 
+def non_negative_number(text: str) -> float:
+    """Parse an option value that must be a finite number of 0 or more; argparse names the option in the error."""
+    value = _finite_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """Parse an option value that must be a finite number above 0; argparse names the option in the error."""
+    value = _finite_number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def non_negative_integer(text: str) -> int:
+    """Parse an option value that must be a whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def _finite_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--source", help="webcam index (0, 1, ...), rtsp:// or http(s):// stream URL, or video file")
@@ -524,25 +563,25 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = AlertSettings()
     parser.add_argument(
         "--min-duration",
-        type=float,
+        type=non_negative_number,
         default=defaults.min_duration,
         help="seconds smoking must persist before an alert is raised; default: %(default)s",
     )
     parser.add_argument(
         "--clear-after",
-        type=float,
+        type=positive_number,
         default=defaults.clear_after,
         help="seconds without a detection after which an alert clears; default: %(default)s",
     )
     parser.add_argument(
         "--cooldown",
-        type=float,
+        type=non_negative_number,
         default=defaults.cooldown,
         help="seconds after an alert clears during which no new alert is raised; default: %(default)s",
     )
     parser.add_argument("--webhook", default=None, help="URL to POST each alert to as JSON")
     parser.add_argument(
-        "--webhook-timeout", type=float, default=5.0, help="seconds per webhook request; default: %(default)s"
+        "--webhook-timeout", type=positive_number, default=5.0, help="seconds per webhook request; default: %(default)s"
     )
     parser.add_argument(
         "--privacy",
@@ -556,16 +595,16 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep-days",
-        type=float,
+        type=positive_number,
         default=None,
         help="delete evidence images and event-log files older than this many days, at start and once a day",
     )
     parser.add_argument(
-        "--health-interval", type=float, default=30.0, help="seconds between per-camera health lines; default: %(default)s"
+        "--health-interval", type=positive_number, default=30.0, help="seconds between per-camera health lines; default: %(default)s"
     )
     parser.add_argument(
         "--max-retries",
-        type=int,
+        type=non_negative_integer,
         default=None,
         help="failed connection attempts in a row before a camera is given up; default: retry forever",
     )

@@ -766,6 +766,44 @@ def test_cli_stream_loop_error_hides_password(tmp_path):
     assert "validation error" not in completed.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--health-interval", "nan", "must be a finite number"),
+        ("--keep-days", "nan", "must be a finite number"),
+        ("--min-duration", "nan", "must be a finite number"),
+        ("--clear-after", "inf", "must be a finite number"),
+        ("--cooldown", "NaN", "must be a finite number"),
+        ("--webhook-timeout", "nan", "must be a finite number"),
+        ("--min-duration", "-1", "must be 0 or more"),
+        ("--keep-days", "0", "must be more than 0"),
+        ("--health-interval", "0", "must be more than 0"),
+        ("--max-retries", "-1", "must be 0 or more"),
+    ],
+)
+def test_cli_option_range_names_option(capsys, option, value, expected):
+    from detector.cli import build_parser
+
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["watch", "--source", "0", option, value])
+    assert caught.value.code == 2
+    assert f"argument {option}: {expected}, got '{value}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", ["min_duration", "clear_after", "cooldown"])
+def test_alert_settings_reject_nan(field):
+    with pytest.raises(ValueError, match=field):
+        AlertSettings(**{field: float("nan")})
+
+
+def test_config_rejects_nan_threshold(tmp_path):
+    body = "defaults:\n  cooldown: .nan\ncameras:\n  - {name: a, source: 0, min_duration: .inf}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_watch_config(write_config(tmp_path, body))
+    assert "defaults: cooldown: Input should be a finite number" in str(caught.value)
+    assert "camera 'a' (cameras[0]): min_duration: Input should be a finite number" in str(caught.value)
+
+
 def test_cli_config_error_is_usage_error(tmp_path):
     config = write_config(tmp_path, "cameras:\n  - {name: a, source: 0, cooldown: -3}\n")
     completed = run_cli(["--config", str(config)], timeout=60)
