@@ -25,7 +25,8 @@ class UsageError(Exception):
 def _configure_logging(verbosity: int) -> None:
     """Set log levels: 0 shows warnings and errors, 1 (the default) adds our info lines, 2 and more add debug."""
     level = logging.WARNING - 10 * verbosity
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    # Timestamps matter most to `smokedet watch`, which runs for days; every command gets them for one format.
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     project_level = logging.WARNING if verbosity <= 0 else max(logging.INFO - 10 * (verbosity - 1), logging.DEBUG)
     logging.getLogger("detector").setLevel(project_level)
 

@@ -132,11 +132,19 @@ def load_watch_config(path: Path) -> WatchConfig:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the camera file ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"camera file {path} is not UTF-8 text (invalid byte at offset {error.start}); save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        raise ConfigError(_describe_yaml_error(path, error)) from None
+    if data is None:
+        raise ConfigError(f"camera file {path} is empty; list the cameras under 'cameras:'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'cameras' list at the top, found {type(data).__name__}")
     try:
@@ -156,6 +164,15 @@ def load_watch_config(path: Path) -> WatchConfig:
     if problems:
         raise ConfigError(f"{path}: invalid camera file:\n" + "\n".join(problems))
     return config
+
+
+def _describe_yaml_error(path: Path, error: yaml.YAMLError) -> str:
+    """Return one line naming the file, and the 1-based line and column where PyYAML found the problem."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return f"{path}: invalid YAML: {problem}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}"
 
 
 def _describe_errors(error: ValidationError, data: dict[str, Any]) -> list[str]:

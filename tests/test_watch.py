@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,6 +246,34 @@ def test_config_errors_name_camera_and_key(tmp_path, body, expected):
     with pytest.raises(ConfigError) as caught:
         load_watch_config(write_config(tmp_path, body))
     assert expected in str(caught.value)
+
+
+def test_config_yaml_syntax_error_one_line(tmp_path):
+    path = write_config(tmp_path, "cameras:\n  - name: a\n    source: [0\n  - name: b\n")
+    with pytest.raises(ConfigError) as caught:
+        load_watch_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:4:9: invalid YAML: ")  # The ":" after "name" in line 4.
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("content", "expected"), [(b"", "is empty"), (b"# only a comment\n", "is empty")])
+def test_config_empty_file_named(tmp_path, content, expected):
+    path = tmp_path / "cameras.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_watch_config(path)
+    assert str(caught.value).startswith(f"camera file {path} {expected}")
+
+
+def test_config_non_utf8_file_named(tmp_path):
+    path = tmp_path / "cameras.yaml"
+    path.write_bytes("cameras:\n  - {name: caf\u00e9, source: 0}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_watch_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"camera file {path} is not UTF-8 text")
+    assert "\n" not in message
 
 
 def test_config_error_lists_allowed_keys(tmp_path):
@@ -802,6 +831,15 @@ def test_config_rejects_nan_threshold(tmp_path):
         load_watch_config(write_config(tmp_path, body))
     assert "defaults: cooldown: Input should be a finite number" in str(caught.value)
     assert "camera 'a' (cameras[0]): min_duration: Input should be a finite number" in str(caught.value)
+
+
+def test_cli_log_lines_have_timestamps(tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    completed = run_cli(["--source", "0", "--out", str(blocker)], timeout=60)
+    assert completed.returncode == 2, completed.stderr
+    line = next(line for line in completed.stderr.splitlines() if "is a file; pass a folder" in line)
+    assert re.match(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} ERROR detector\.watch: --out ", line), line
 
 
 def test_cli_config_error_is_usage_error(tmp_path):
