@@ -314,7 +314,12 @@ class FrameReader:
         return self
 
     def stop(self) -> None:
-        """Ask the reader to stop; it ends after the frame it is decoding."""
+        """Ask the reader to stop and wait up to 5 s for it; it ends after the frame it is decoding."""
+        self.request_stop()
+        self.join(timeout=5)
+
+    def request_stop(self) -> None:
+        """Ask the reader to stop without waiting for it."""
         self._stop.set()
         # Empty the buffer so a decoder blocked on a full buffer wakes up and checks the stop flag.
         try:
@@ -322,7 +327,12 @@ class FrameReader:
                 self._queue.get_nowait()
         except queue.Empty:
             pass
-        self._thread.join(timeout=5)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for the reader thread to end; return whether it ended."""
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         error: Exception | None = None
@@ -403,6 +413,9 @@ _SECRET_QUERY = re.compile(
     re.IGNORECASE,
 )
 # OpenCV's FFmpeg backend gives up on an open or a read after this long instead of blocking forever.
+# NOTE: opencv-python 4.14 holds one process-wide lock for the whole of each FFmpeg open, so a
+# stalled stream delays other cameras' opens by up to this long per attempt (measured with three
+# threads opening a silent HTTP server: they returned after 2, 4 and 6 s with a 2 s timeout).
 CAPTURE_TIMEOUT_MS = 10_000
 
 
@@ -570,6 +583,8 @@ class LiveSource:
         import cv2
 
         _quiet_native_logs()
+        # The open may wait for another camera's open first (see CAPTURE_TIMEOUT_MS), so this is an upper bound.
+        open_started = time.monotonic()
         if self.kind is SourceKind.WEBCAM:
             capture = cv2.VideoCapture(int(self.spec))
         else:
@@ -581,8 +596,11 @@ class LiveSource:
         self._capture = capture
         if not capture.isOpened():
             self._release()
+            reason = "could not open the source"
+            if self.kind is SourceKind.STREAM and time.monotonic() - open_started >= CAPTURE_TIMEOUT_MS / 1000 - 0.5:
+                reason += f": timed out after {CAPTURE_TIMEOUT_MS / 1000:g} s"
             # During a streak of failed attempts only the reconnecting line is logged.
-            self._set_state(ConnectionState.LOST, "could not open the source", quiet=self.failed_attempts > 0)
+            self._set_state(ConnectionState.LOST, reason, quiet=self.failed_attempts > 0)
             return False
 
         delivered = False

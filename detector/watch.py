@@ -62,6 +62,7 @@ from detector.sources import (
 logger = logging.getLogger(__name__)
 
 RETENTION_PERIOD_SECONDS = 86_400.0
+READER_STOP_SECONDS = 5.0  # Time all camera readers together get to end at shutdown.
 # A child process opens and closes one window to test the display (see _preview_unavailable_reason).
 PREVIEW_PROBE_NO_GUI = 3
 PREVIEW_PROBE = (
@@ -153,9 +154,9 @@ class Camera:
     def start(self) -> None:
         self.reader.start()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
         self.source.close()
-        self.reader.stop()
+        self.reader.request_stop()
 
     def newest(self) -> Frame | None:
         """Return the newest waiting frame, or None; record the end marker when it comes."""
@@ -357,8 +358,14 @@ class Watcher:
 
     def _shutdown(self, stopped: bool) -> None:
         self.result.stopped_by_request = stopped
+        # Every reader is asked to stop before any is waited for, and all share one deadline: a reader
+        # stuck in an OpenCV open or read cannot be interrupted, and waiting for each in turn added up.
         for camera in self.cameras:
-            camera.stop()
+            camera.request_stop()
+        deadline = time.monotonic() + READER_STOP_SECONDS
+        for camera in self.cameras:
+            if not camera.reader.join(timeout=max(0.0, deadline - time.monotonic())):
+                camera.logger.warning("reader still blocked in the video backend at shutdown; left running")
         now = time.monotonic()
         for camera in self.cameras:
             # Every raised alert gets its cleared line, also when the watcher stops.

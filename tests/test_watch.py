@@ -22,7 +22,7 @@ from livefakes import MarkerDetector, MjpegServer, WebhookReceiver, free_port, s
 from detector.config import ConfigError, load_watch_config, single_camera
 from detector.events import AlertSettings, AlertTracker
 from detector.sinks import EventLog, FaceBlurrer, SinkError, WebhookSender, WebhookSettings, delete_older_than
-from detector.sources import ReconnectPolicy, SourceKind, redact_url, source_kind
+from detector.sources import LiveSource, ReconnectPolicy, SourceConnectionError, SourceKind, redact_url, source_kind
 from detector.synthetic import write_video
 from detector.watch import CameraSpec, Watcher, WatchSettings
 
@@ -757,6 +757,49 @@ def test_watch_slow_model_lag_stays_bounded(tmp_path):
     # Without dropping, the lag would grow by about 0.8 s per second of running.
     assert max(lags[-5:]) < 1.0
     assert watcher.cameras[0].source.frames_captured > 2 * detector.frames
+
+
+class StalledCapture:
+    """Stand-in for cv2.VideoCapture whose open blocks for 20 s, like a stream that never answers."""
+
+    def __init__(self, *arguments) -> None:
+        time.sleep(20)
+
+    def isOpened(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        pass
+
+
+def test_watch_stalled_readers_stop_together(tmp_path, monkeypatch):
+    monkeypatch.setattr(cv2, "VideoCapture", StalledCapture)
+    specs = [CameraSpec(f"cam{index}", f"rtsp://127.0.0.1:9/stalled{index}") for index in range(3)]
+    watcher = Watcher(specs, MarkerDetector(), WatchSettings(out_dir=tmp_path))
+    stop, thread, _ = run_in_thread(watcher)
+    time.sleep(0.5)
+    started = time.monotonic()
+    stop.set()
+    thread.join(timeout=30)
+    elapsed = time.monotonic() - started
+    # One shared 5 s deadline for all readers; waiting 5 s for each in turn would take 15 s.
+    assert not thread.is_alive()
+    assert elapsed < 8, f"shutdown took {elapsed:.1f} s"
+
+
+def test_stream_open_timeout_named(monkeypatch, caplog):
+    import detector.sources
+
+    class SlowFailingCapture(StalledCapture):
+        def __init__(self, *arguments) -> None:
+            time.sleep(1.0)
+
+    monkeypatch.setattr(detector.sources, "CAPTURE_TIMEOUT_MS", 1000)
+    monkeypatch.setattr(cv2, "VideoCapture", SlowFailingCapture)
+    source = LiveSource("rtsp://127.0.0.1:9/x", name="cam", policy=ReconnectPolicy(max_retries=0))
+    with caplog.at_level(logging.WARNING, logger="detector"), pytest.raises(SourceConnectionError):
+        list(source.frames())
+    assert "lost: could not open the source: timed out after 1 s" in caplog.text
 
 
 # -- the command ------------------------------------------------------------
