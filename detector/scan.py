@@ -181,7 +181,7 @@ class Scanner:
         return self.rows
 
     def scan_one(self, video: Path) -> dict[str, Any]:
-        """Scan one video and write its report; a failure is reported, never raised."""
+        """Scan one video and write its report; failures go into the report, only KeyboardInterrupt is raised."""
         folder = output_folder(self.settings.out_dir, video)
         report_path = folder / "report.json"
         settings_key = self._settings_key()
@@ -211,6 +211,11 @@ class Scanner:
             report["status"] = "failed"
             report["error"] = str(error)
             logger.error("%s", _with_input(video, error))
+        except Exception as error:  # An unforeseen decoder or library failure must not end the whole run.
+            report["status"] = "failed"
+            report["error"] = f"unexpected error: {type(error).__name__}: {error}"
+            logger.error("%s: %s", video, report["error"])
+            logger.debug("traceback of the failure on %s", video, exc_info=True)
         finally:
             report["finished_at"] = _utc_iso(time.time())
             report["processing_seconds"] = round(time.time() - started, 3)
@@ -423,7 +428,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sample-fps",
         default="5",
-        help="frames per second of video time sent to the model, or 'all' for every frame; default: %(default)s",
+        help="frames per second of video time sent to the model, or 'all' (or 0) for every frame; default: %(default)s",
     )
     parser.add_argument("--batch", type=int, default=4, help="frames per inference batch; default: %(default)s")
     parser.add_argument("--annotate", action="store_true", help="also write an annotated H.264 MP4 per video")

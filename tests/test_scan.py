@@ -356,3 +356,19 @@ def test_output_folder_problems(tmp_path):
     assert "a file has that name" in check_output_folder(a_file)
     assert "cannot write" in check_output_folder(a_file / "below")
     assert check_output_folder(tmp_path / "fresh" / "nested") is None
+
+
+def test_unexpected_error_fails_one_video_only(tmp_path, smoking_clip, quiet_clip):
+    class BrokenOnQuiet(FakeDetector):
+        def detect(self, frames):
+            # The first video takes 25 batches (100 sampled frames in fours); every later call fails.
+            if len(self.batches) >= 25:
+                raise RuntimeError("simulated library failure")
+            return super().detect(frames)
+
+    videos, problems = expand_inputs([str(smoking_clip), str(quiet_clip)])
+    settings = ScanSettings(out_dir=tmp_path / "out", progress=False)
+    rows = Scanner(BrokenOnQuiet(), settings).scan_all(videos, problems)
+    statuses = {Path(row["input"]).name: row["status"] for row in rows}
+    assert statuses == {"smoking.mp4": "ok", "quiet.mp4": "failed"}
+    assert "simulated library failure" in read_summary(tmp_path / "out")[1]["error"]
