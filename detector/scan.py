@@ -33,6 +33,7 @@ from detector.sinks import (
     EvidenceWriter,
     SinkError,
     SinkSet,
+    check_output_folder,
     write_bytes_atomic,
     event_record,
     write_json,
@@ -478,23 +479,9 @@ def _usage(build, *arguments, option: str | None = None, **keywords):
         raise UsageError(f"invalid {option}: {error}" if option else str(error)) from error
 
 
-def check_output_folder(out_dir: Path) -> str | None:
-    """Create the output folder and try writing in it; return a one-line problem or None."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".smokedet-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except FileExistsError:
-        return f"cannot use output folder {str(out_dir)!r}: a file has that name; pass --out with a folder"
-    except OSError as error:
-        return f"cannot write to output folder {str(out_dir)!r} ({error.strerror or error}); pass a writable --out"
-    return None
-
-
 def run_scan_command(arguments: argparse.Namespace) -> int:
     """Run ``smokedet scan``; return 0 when every input was scanned (partial scans included), 1 when any failed."""
-    from detector.cli import EXIT_FAILED, EXIT_OK, UsageError
+    from detector.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 
     sample_fps = _usage(parse_sample_fps, arguments.sample_fps)
     events = _usage(
@@ -519,7 +506,7 @@ def run_scan_command(arguments: argparse.Namespace) -> int:
     problem = check_output_folder(Path(arguments.out))
     if problem:
         logger.error("%s", problem)
-        return EXIT_FAILED
+        return EXIT_USAGE
 
     videos, problems = expand_inputs(arguments.inputs)
     settings = ScanSettings(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -760,3 +761,22 @@ def _match_without_symlinks(directory: Path, parts: list[str]) -> list[Path]:
         elif entry.is_file(follow_symlinks=False):
             found.append(Path(entry.path))
     return found
+
+
+def check_output_folder(out_dir: Path) -> str | None:
+    """Create ``out_dir`` and write and delete a probe file in it; return why that failed, or None.
+
+    Checking at start makes an unusable --out fail before the model loads, not at the first alert.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out {str(out_dir)!r} is a file; pass a folder"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"--out {str(out_dir)!r}: cannot create the folder ({error.strerror or error}); pass a writable folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".smokedet-probe-"):
+            pass
+    except OSError as error:
+        return f"--out {str(out_dir)!r} is not writable ({error.strerror or error}); pass a writable folder"
+    return None

@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +44,7 @@ from detector.sinks import (
     WebhookSender,
     WebhookSettings,
     annotate,
+    check_output_folder,
     delete_older_than,
     write_jpeg,
 )
@@ -616,25 +616,6 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
         help="failed connection attempts in a row before a camera is given up; default: retry forever",
     )
     parser.add_argument("--show", action="store_true", help="open a preview window per camera when a display exists")
-
-
-def check_output_folder(out_dir: Path) -> str | None:
-    """Create ``out_dir`` and write and delete a probe file in it; return why that failed, or None.
-
-    Checking at start makes an unusable --out fail before the model loads, not at the first alert.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        return f"--out {str(out_dir)!r} is a file; pass a folder"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return f"--out {str(out_dir)!r}: cannot create the folder ({error.strerror or error}); pass a writable folder"
-    try:
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".smokedet-probe-"):
-            pass
-    except OSError as error:
-        return f"--out {str(out_dir)!r} is not writable ({error.strerror or error}); pass a writable folder"
-    return None
 
 
 def build_camera_specs(arguments: argparse.Namespace, config: WatchConfig, default_confidence: float) -> list[CameraSpec]:

@@ -349,12 +349,12 @@ def test_rotated_video_reports_displayed_size(tmp_path):
 
 
 def test_output_folder_problems(tmp_path):
-    from detector.scan import check_output_folder
+    from detector.sinks import check_output_folder
 
     a_file = tmp_path / "taken"
     a_file.write_text("x")
-    assert "a file has that name" in check_output_folder(a_file)
-    assert "cannot write" in check_output_folder(a_file / "below")
+    assert "is a file; pass a folder" in check_output_folder(a_file)
+    assert "cannot create the folder" in check_output_folder(a_file / "below")
     assert check_output_folder(tmp_path / "fresh" / "nested") is None
 
 
