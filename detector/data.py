@@ -165,7 +165,7 @@ def load_layout(path: Path) -> DatasetLayout:
         raise DataError(f"{yaml_path}: missing or invalid 'names': list the class names, for example names: ['cigarette']")
 
     root_value = content.get("path")
-    root = yaml_path.parent if not root_value else Path(root_value)
+    root = yaml_path.parent.resolve() if not root_value else Path(root_value)
     if not root.is_absolute():
         root = (yaml_path.parent / root).resolve()
 

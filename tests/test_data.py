@@ -378,3 +378,14 @@ def test_check_cli_missing_dataset(tmp_path, capsys):
 
     assert exit_info.value.code == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_check_relative_dataset_path(tmp_path, monkeypatch):
+    write_dataset(tmp_path / "data" / "set", counts={"train": 4, "val": 2})
+    monkeypatch.chdir(tmp_path)
+
+    report = check_dataset(Path("data/set"))
+
+    assert report.ok, [problem.message for problem in report.problems]
+    assert report.splits["train"].images == 4
+    assert report.splits["val"].images == 2
