@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     weights = Path(arguments.weights)
     settings = ModelSettings(weights=weights, device=arguments.device)
-    card = demo.read_model_card(weights.with_name("MODEL_CARD.md"))
+    card = demo.read_model_card(demo.model_card_path(weights))
     app = DemoApp(demo.SharedDetector(settings), temp, card)
     blocks = build_app(app)
     blocks.queue(default_concurrency_limit=arguments.concurrency, max_size=arguments.queue_size)

@@ -23,7 +23,7 @@ import supervision as sv
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from detector.events import AlertChange, AlertSettings, AlertTracker, EventChange, EventSettings, EventTracker, top_confidence
-from detector.model import DEFAULT_CONFIDENCE, Detector, ModelSettings
+from detector.model import DEFAULT_CONFIDENCE, DEFAULT_WEIGHTS, Detector, ModelSettings
 from detector.pipeline import Pipeline
 from detector.sinks import AnnotatedVideoWriter, SinkSet, annotate, event_record
 from detector.sources import BufferPolicy, Frame, FrameReader, SourceError, VideoFileSource
@@ -531,6 +531,18 @@ def ensure_ffmpeg_on_path(bin_dir: Path) -> Path | None:
         link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     return link
+
+
+def model_card_path(weights: Path) -> Path:
+    """Return the card of a weights file: ``<stem>.md`` beside it, as ``smokedet train`` writes it.
+
+    The shipped default model's card is ``MODEL_CARD.md``.
+    """
+    weights = Path(weights)
+    own_card = weights.with_suffix(".md")
+    if own_card.is_file() or weights.resolve() != DEFAULT_WEIGHTS.resolve():
+        return own_card
+    return weights.with_name("MODEL_CARD.md")
 
 
 def read_model_card(path: Path, max_chars: int = 20_000) -> str:

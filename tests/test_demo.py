@@ -380,3 +380,12 @@ def test_ffmpeg_linked_when_ffprobe_present(tmp_path, monkeypatch):
     assert link == tmp_path / "bin" / "ffmpeg"
     assert link.resolve().is_file()
     assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
+
+
+def test_model_card_path_per_weights(tmp_path):
+    from detector.model import DEFAULT_WEIGHTS
+
+    assert demo.model_card_path(DEFAULT_WEIGHTS) == DEFAULT_WEIGHTS.with_name("MODEL_CARD.md")
+    trained = tmp_path / "cigarette-v2.pt"
+    trained.write_bytes(b"")
+    assert demo.model_card_path(trained) == tmp_path / "cigarette-v2.md"
