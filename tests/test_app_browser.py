@@ -77,9 +77,10 @@ def media(tmp_path_factory):
 def server(tmp_path_factory):
     import app as demo_app
     from detector import demo
+    from detector.model import DEFAULT_WEIGHTS
 
     temp = demo.TempArea(root=tmp_path_factory.mktemp("app-temp"))
-    application = demo_app.DemoApp(shared_detector(), temp, demo.read_model_card(Path("missing") / "MODEL_CARD.md"))
+    application = demo_app.DemoApp(shared_detector(), temp, demo.read_model_card(demo.model_card_path(DEFAULT_WEIGHTS)))
     blocks = demo_app.build_app(application)
     blocks.queue(default_concurrency_limit=2)
     port = free_port()
@@ -220,9 +221,10 @@ def test_webcam_shows_annotations_and_alert(page):
     save_docs_screenshot(page, "webcam")
 
 
-def test_about_tab_shows_model_card_placeholder(page):
+def test_about_tab_shows_model_card(page):
     page.get_by_role("tab", name="About").click()
     text = page.locator("#about-text").inner_text()
     assert "cigarette-yolov9t.pt" in text
-    assert "No model card found" in text
+    assert "Confidence threshold: 0.25" in text
+    assert "CC BY 4.0" in text
     save_docs_screenshot(page, "about")
