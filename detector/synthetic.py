@@ -34,13 +34,18 @@ def write_video(
     fps: float = 30.0,
     codec: str = "libx264",
     rotation: int = 0,
+    faststart: bool = False,
 ) -> Path:
-    """Encode BGR frames to a video file with PyAV; ``rotation`` sets display-matrix metadata in degrees."""
+    """Encode BGR frames to a video file with PyAV.
+
+    ``rotation`` sets display-matrix metadata in degrees. ``faststart`` puts the MP4
+    index before the frame data, as streaming encoders do, so a truncated copy still opens.
+    """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(path), mode="w")
+    container = av.open(str(path), mode="w", options={"movflags": "+faststart"} if faststart else {})
     stream = None
     try:
         for frame in frames:

@@ -147,16 +147,7 @@ def test_bad_inputs_fail_alone(tmp_path, smoking_clip):
 
 
 def test_partial_decode_is_reported(tmp_path):
-    path = tmp_path / "faststart.mp4"
-    container = av.open(str(path), mode="w", options={"movflags": "+faststart"})
-    stream = container.add_stream("libx264", rate=30)
-    stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-    for image in marker_frames(10, 30, [(1, 3)]):
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
-    container.close()
+    path = write_video(tmp_path / "faststart.mp4", marker_frames(10, 30, [(1, 3)]), fps=30, faststart=True)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 

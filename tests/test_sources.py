@@ -151,17 +151,8 @@ def test_truncated_mp4_without_index_fails_to_open(clip, tmp_path):
 
 
 def test_truncated_faststart_mp4_decodes_in_part(tmp_path):
-    path = tmp_path / "faststart.mp4"
-    container = av.open(str(path), mode="w", options={"movflags": "+faststart"})
-    stream = container.add_stream("libx264", rate=30)
-    stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-    for index in range(300):
-        frame = av.VideoFrame.from_ndarray(moving_pattern(320, 240, index), format="bgr24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
-    container.close()
+    frames = (moving_pattern(320, 240, index) for index in range(300))
+    path = write_video(tmp_path / "faststart.mp4", frames, fps=30, faststart=True)
 
     broken = truncate(path, tmp_path / "faststart-cut.mp4", 0.5)
     source = VideoFileSource(broken, sample_fps=None)
@@ -172,17 +163,8 @@ def test_truncated_faststart_mp4_decodes_in_part(tmp_path):
 
 
 def test_video_without_frames_fails(tmp_path):
-    path = tmp_path / "faststart.mp4"
-    container = av.open(str(path), mode="w", options={"movflags": "+faststart"})
-    stream = container.add_stream("libx264", rate=30)
-    stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-    for index in range(60):
-        frame = av.VideoFrame.from_ndarray(moving_pattern(320, 240, index), format="bgr24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
-    container.close()
+    frames = (moving_pattern(320, 240, index) for index in range(60))
+    path = write_video(tmp_path / "faststart.mp4", frames, fps=30, faststart=True)
     # Keep the header and index but drop every byte of frame data.
     data = bytearray(path.read_bytes())
     mdat = data.find(b"mdat")
