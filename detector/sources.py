@@ -84,7 +84,7 @@ class DecodeStats:
     frames_decoded: int = 0
     frames_sampled: int = 0
     last_timestamp: float | None = None
-    error: str | None = None  # Why reading stopped before the end of the file, if it did.
+    error: str | None = None  # Reason reading stopped before the end of the file, if it did.
     corrupt_packets: int = 0
     first_corruption: str | None = None
 

@@ -51,7 +51,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where a finished (or interrupted) run left its files."""
+    """Paths of the files a finished (or interrupted) run left."""
 
     run_dir: Path
     best: Path

@@ -1,9 +1,9 @@
 """Test images picked by running the shipped model, and generated clips for the demo's tests.
 
-The shipped weights are weak (mAP50 about 0.1 while they are retrained), so the
-tests do not trust the labels alone: a positive is a labelled test image on
-which the model actually finds a cigarette at the model card's threshold, and
-a negative is an unlabelled one on which it finds nothing even at a low threshold.
+The shipped weights are weak (test mAP50 about 0.19), so the tests do not trust
+the labels alone. A positive is a labelled test image on which the model finds a
+cigarette at the model card's threshold. A negative is an unlabelled one on which
+it finds nothing, even at a low threshold.
 """
 
 from __future__ import annotations

@@ -119,7 +119,10 @@ def test_load_image_converts_cmyk_jpeg(tmp_path):
     assert image.shape == (24, 32, 3)
     assert image.dtype == np.uint8
     blue, green, red = image[12, 16].astype(int)
-    assert red > 200 and green < 60 and blue < 60  # CMYK (0, 255, 255, 0) is red; the array is BGR.
+    # CMYK (0, 255, 255, 0) is red, and the array is BGR.
+    assert red > 200
+    assert green < 60
+    assert blue < 60
 
 
 def test_load_image_scales_16bit_grey(tmp_path):
@@ -211,7 +214,9 @@ def test_process_video_finds_event_and_writes_h264(tmp_path):
     assert 0.8 <= first["start_s"] <= 3.2  # Positives are shown from 1 s to 3 s.
     assert len(result.times) == len(result.confidences)
     assert 20 <= len(result.times) <= 30  # 5 s sampled at 5 fps.
-    assert shares and shares == sorted(shares) and max(shares) <= 1.0
+    assert shares
+    assert shares == sorted(shares)
+    assert max(shares) <= 1.0
     with av.open(str(result.annotated_path)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"

@@ -66,7 +66,7 @@ def test_event_opens_when_window_fills():
         if changes:
             opened_at = index * 0.2
             break
-    # The window holds 5 frames, so 3 positives are needed: frames 5, 6 and 7.
+    # The window contains 5 frames, so 3 positives are needed: frames 5, 6 and 7.
     assert opened_at == pytest.approx(1.4)
     assert tracker.current.start == pytest.approx(1.0)
 
@@ -97,7 +97,7 @@ def test_event_closes_at_gap_not_at_end():
     assert tracker.current is None
 
 
-def test_event_open_at_stream_end_is_closed_by_finish():
+def test_finish_closes_open_event():
     tracker = EventTracker(EventSettings(), frame_interval=0.2)
     for index in range(10):
         tracker.update(index * 0.2, detections(0.8), frame_index=index)
@@ -113,7 +113,7 @@ def test_low_confidence_detections_ignored():
 
 
 def test_slow_sample_rate_can_still_open():
-    # At 1 frame per second a 1 s window holds one frame, so one positive frame must be enough.
+    # At 1 frame per second a 1 s window contains one frame, so one positive frame must be enough.
     tracker = EventTracker(EventSettings(window_seconds=1.0, min_positive_frames=2), frame_interval=1.0)
     feed(tracker, 1, [None, 0.9, 0.9, None, None, None])
     assert len(tracker.events) == 1
