@@ -96,6 +96,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--imgsz", type=int, default=416, help="training image size in pixels; default: %(default)s")
     train.add_argument("--batch", type=int, default=16, help="images per batch; default: %(default)s")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_schedule_arguments(train)
     train.add_argument("--resume", action="store_true", help="continue the run at <project>/<name> from its last.pt")
     train.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core")
     train.add_argument("--workers", type=int, default=2, help="data loader processes; default: %(default)s")
@@ -195,6 +196,42 @@ def _format_check_table(report) -> str:
     return "\n".join(lines)
 
 
+def _add_schedule_arguments(train: argparse.ArgumentParser) -> None:
+    """Register the optimizer and learning-rate options, whose defaults depend on the --model start."""
+    from detector.training import FINE_TUNE_SCHEDULE, OPTIMIZERS, SCRATCH_SCHEDULE
+
+    scratch, fine_tune = SCRATCH_SCHEDULE, FINE_TUNE_SCHEDULE
+    schedule = train.add_argument_group(
+        "schedule",
+        "Defaults differ by start: a .yaml model trains from scratch, a .pt checkpoint is fine-tuned.",
+    )
+    schedule.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=None, help=f"default: {scratch.optimizer} (auto lets Ultralytics choose)"
+    )
+    schedule.add_argument(
+        "--lr0", type=float, default=None, help=f"initial learning rate; default: {scratch.lr0} from scratch, {fine_tune.lr0} fine-tuning"
+    )
+    schedule.add_argument(
+        "--lrf",
+        type=float,
+        default=None,
+        help=f"final learning rate as a fraction of --lr0; default: {scratch.lrf} from scratch, {fine_tune.lrf} fine-tuning",
+    )
+    schedule.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help=f"learning-rate warm-up in epochs; default: {scratch.warmup_epochs:g} from scratch, {fine_tune.warmup_epochs:g} fine-tuning",
+    )
+    schedule.add_argument(
+        "--close-mosaic",
+        type=int,
+        default=None,
+        help=f"turn mosaic augmentation off for this many final epochs; default: {scratch.close_mosaic} from scratch, "
+        "every epoch (mosaic off) fine-tuning",
+    )
+
+
 def _run_train(arguments: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -219,6 +256,11 @@ def _run_train(arguments: argparse.Namespace) -> int:
         name=arguments.name,
         threads=arguments.threads,
         workers=arguments.workers,
+        optimizer=arguments.optimizer,
+        lr0=arguments.lr0,
+        lrf=arguments.lrf,
+        warmup_epochs=arguments.warmup_epochs,
+        close_mosaic=arguments.close_mosaic,
     )
     try:
         check_output_name(output)
@@ -237,6 +279,16 @@ def _train_command_line(settings, output) -> str:
     words = ["smokedet", "train", "--data", str(settings.data), "--model", settings.model]
     words += ["--epochs", str(settings.epochs), "--imgsz", str(settings.imgsz), "--batch", str(settings.batch)]
     words += ["--device", settings.device, "--project", str(settings.project), "--name", settings.name]
+    schedule_options = {
+        "--optimizer": settings.optimizer,
+        "--lr0": settings.lr0,
+        "--lrf": settings.lrf,
+        "--warmup-epochs": settings.warmup_epochs,
+        "--close-mosaic": settings.close_mosaic,
+    }
+    for option, value in schedule_options.items():
+        if value is not None:
+            words += [option, f"{value:g}" if isinstance(value, float) else str(value)]
     words += ["--output", str(output)] + (["--resume"] if settings.resume else [])
     return shlex.join(words)
 

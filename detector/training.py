@@ -38,15 +38,69 @@ class TrainSettings:
     project: Path = Path("runs/train")
     name: str = "cigarette"
     threads: int = 0
-    optimizer: str = "AdamW"
-    lr0: float = 0.002
-    warmup_epochs: float = 0.3
-    close_mosaic: int = 1
+    # None picks the value of the schedule that suits the start: see schedule_for().
+    optimizer: str | None = None
+    lr0: float | None = None
+    lrf: float | None = None
+    warmup_epochs: float | None = None
+    close_mosaic: int | None = None
     patience: int = 50
     seed: int = 0
     workers: int = 2
     fraction: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Optimizer and learning-rate schedule of a run, in Ultralytics' argument names."""
+
+    optimizer: str
+    lr0: float
+    lrf: float  # The final learning rate as a fraction of lr0, reached by linear decay.
+    warmup_epochs: float
+    close_mosaic: int  # Mosaic augmentation is off for this many final epochs.
+
+
+# Ultralytics' default schedule with SGD in place of optimizer=auto, for an untrained model built from a .yaml.
+SCRATCH_SCHEDULE = Schedule(optimizer="SGD", lr0=0.01, lrf=0.01, warmup_epochs=3.0, close_mosaic=10)
+
+# For a checkpoint that is already trained: a tenth of the scratch learning rate, no
+# warm-up and no mosaic. Ultralytics' warm-up starts the bias learning rate at 0.1, and
+# optimizer=auto picks AdamW for runs under 10,000 iterations. On the cigarettes dataset
+# AdamW with that warm-up set a trained YOLOv9t back (validation mAP50 0.096 fell to
+# 0.040), while this schedule raised it to 0.135 in two epochs.
+FINE_TUNE_SCHEDULE = Schedule(optimizer="SGD", lr0=0.001, lrf=0.5, warmup_epochs=0.0, close_mosaic=0)
+
+OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSprop", "auto")
+
+
+def is_architecture(model: str) -> bool:
+    """Return True when ``model`` names an architecture .yaml, which builds an untrained model."""
+    return Path(model).suffix.lower() in {".yaml", ".yml"}
+
+
+def schedule_for(settings: TrainSettings) -> Schedule:
+    """Fill the schedule values left as None in ``settings`` from the scratch or the fine-tune schedule.
+
+    Fine-tuning keeps mosaic off for the whole run unless close_mosaic is given.
+    """
+    base = SCRATCH_SCHEDULE if is_architecture(settings.model) else FINE_TUNE_SCHEDULE
+    close_mosaic = base.close_mosaic if is_architecture(settings.model) else settings.epochs
+    chosen = Schedule(
+        optimizer=settings.optimizer if settings.optimizer is not None else base.optimizer,
+        lr0=settings.lr0 if settings.lr0 is not None else base.lr0,
+        lrf=settings.lrf if settings.lrf is not None else base.lrf,
+        warmup_epochs=settings.warmup_epochs if settings.warmup_epochs is not None else base.warmup_epochs,
+        close_mosaic=settings.close_mosaic if settings.close_mosaic is not None else close_mosaic,
+    )
+    if chosen.lr0 <= 0 or not 0 < chosen.lrf <= 1:
+        raise TrainingError(f"invalid learning rate lr0={chosen.lr0}, lrf={chosen.lrf}: lr0 must be > 0 and lrf in (0, 1]")
+    if chosen.warmup_epochs < 0 or chosen.close_mosaic < 0:
+        raise TrainingError(
+            f"invalid warmup_epochs={chosen.warmup_epochs} or close_mosaic={chosen.close_mosaic}: use 0 or more epochs"
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -98,7 +152,10 @@ def train(settings: TrainSettings) -> TrainResult:
         model = YOLO(str(last))
         model.train(resume=True, device=device)
     else:
-        logger.info("training %s on %s with %d threads for %d epochs", settings.model, data, threads, settings.epochs)
+        schedule = schedule_for(settings)
+        logger.info(
+            "training %s on %s with %d threads for %d epochs: %s", settings.model, data, threads, settings.epochs, schedule
+        )
         model = YOLO(settings.model)
         model.train(
             data=str(data.resolve()),
@@ -109,10 +166,11 @@ def train(settings: TrainSettings) -> TrainResult:
             project=str(Path(settings.project).resolve()),
             name=settings.name,
             exist_ok=True,
-            optimizer=settings.optimizer,
-            lr0=settings.lr0,
-            warmup_epochs=settings.warmup_epochs,
-            close_mosaic=settings.close_mosaic,
+            optimizer=schedule.optimizer,
+            lr0=schedule.lr0,
+            lrf=schedule.lrf,
+            warmup_epochs=schedule.warmup_epochs,
+            close_mosaic=schedule.close_mosaic,
             patience=settings.patience,
             seed=settings.seed,
             workers=settings.workers,
@@ -212,7 +270,7 @@ def publish_run(result: TrainResult, settings: TrainSettings, output: Path, comm
 
 
 def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
-    """Return ``settings`` with data, model, epochs, image size and batch from the run's args.yaml.
+    """Return ``settings`` with data, model, epochs, image size, batch and schedule from the run's args.yaml.
 
     A resumed run keeps the arguments it started with, not the ones given with --resume.
     """
@@ -231,11 +289,23 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
         epochs=int(arguments.get("epochs", settings.epochs)),
         imgsz=int(arguments.get("imgsz", settings.imgsz)),
         batch=int(arguments.get("batch", settings.batch)),
+        optimizer=_argument(arguments, "optimizer", str, settings.optimizer),
+        lr0=_argument(arguments, "lr0", float, settings.lr0),
+        lrf=_argument(arguments, "lrf", float, settings.lrf),
+        warmup_epochs=_argument(arguments, "warmup_epochs", float, settings.warmup_epochs),
+        close_mosaic=_argument(arguments, "close_mosaic", int, settings.close_mosaic),
     )
+
+
+def _argument(arguments: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """Return ``arguments[key]`` converted to ``kind``, or ``default`` when the run did not record it."""
+    value = arguments.get(key)
+    return default if value is None else kind(value)
 
 
 def render_model_card(weights: Path, source: Path, settings: TrainSettings, rows: list[dict[str, float]], command: str) -> str:
     """Return a Markdown model card: data, command, training settings and validation metrics per epoch."""
+    schedule = schedule_for(settings)
     lines = [
         f"# {weights.stem}",
         "",
@@ -249,6 +319,9 @@ def render_model_card(weights: Path, source: Path, settings: TrainSettings, rows
         f"| epochs | {len(rows) if rows else '?'} run of {settings.epochs} requested |",
         f"| image size | {settings.imgsz} |",
         f"| batch | {settings.batch} |",
+        f"| optimizer | {schedule.optimizer}, lr0 {schedule.lr0:g} decaying linearly to {schedule.lrf:g} of it |",
+        f"| warm-up | {schedule.warmup_epochs:g} epochs |",
+        f"| mosaic | off for the last {schedule.close_mosaic} epochs |",
         f"| weights | copied from `{source}` without optimizer state |",
         "",
         "## Validation metrics per epoch",

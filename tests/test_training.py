@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import ultralytics  # noqa: F401 - imported before any capsys test, so its log handler keeps the real stdout.
+import yaml
 from conftest import read_manifest
 from yolo_dataset import write_dataset
 
@@ -23,6 +24,7 @@ from detector.training import (
     check_export_requirements,
     evaluate,
     render_model_card,
+    schedule_for,
 )
 
 REAL_IMAGES_PER_KIND = 3  # Positives and negatives copied from the shared test split.
@@ -67,6 +69,7 @@ def test_train_tiny_dataset(tiny_dataset, tmp_path, capsys):
     arguments = ["train", "--data", str(tiny_dataset / "data.yaml"), "--model", "yolov9t.yaml"]
     arguments += ["--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--workers", "0"]
     arguments += ["--project", str(tmp_path / "runs"), "--name", "tiny", "--output", str(output)]
+    arguments += ["--lr0", "0.02", "--lrf", "0.2", "--warmup-epochs", "0.5", "--close-mosaic", "1"]
 
     assert main(arguments) == 0
 
@@ -82,7 +85,35 @@ def test_train_tiny_dataset(tiny_dataset, tmp_path, capsys):
     assert "--epochs 1 --imgsz 64" in card
     assert "| image size | 64 |" in card
     assert "| 1 |" in card  # The row of epoch 1 in the metrics table.
+    assert "--lr0 0.02 --lrf 0.2 --warmup-epochs 0.5 --close-mosaic 1" in card
+    assert "| optimizer | SGD, lr0 0.02 decaying linearly to 0.2 of it |" in card
     assert "weights:" in capsys.readouterr().out
+
+    run_arguments = yaml.safe_load((tmp_path / "runs" / "tiny" / "args.yaml").read_text())
+    assert run_arguments["optimizer"] == "SGD"
+    assert run_arguments["lr0"] == 0.02
+    assert run_arguments["lrf"] == 0.2
+    assert run_arguments["warmup_epochs"] == 0.5
+    assert run_arguments["close_mosaic"] == 1
+
+
+@pytest.mark.slow
+def test_train_fine_tunes_checkpoint(tiny_dataset, tmp_path):
+    start = tmp_path / "start.pt"
+    shutil.copyfile(DEFAULT_WEIGHTS, start)
+    arguments = ["train", "--data", str(tiny_dataset / "data.yaml"), "--model", str(start)]
+    arguments += ["--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--workers", "0"]
+    arguments += ["--project", str(tmp_path / "runs"), "--name", "tuned", "--output", str(tmp_path / "tuned.pt")]
+
+    assert main(arguments) == 0
+
+    run_arguments = yaml.safe_load((tmp_path / "runs" / "tuned" / "args.yaml").read_text())
+    assert run_arguments["optimizer"] == "SGD"
+    assert run_arguments["lr0"] == 0.001
+    assert run_arguments["warmup_epochs"] == 0.0
+    assert run_arguments["close_mosaic"] == 1  # Mosaic off for the whole one-epoch run.
+    card = (tmp_path / "tuned.md").read_text()
+    assert "| warm-up | 0 epochs |" in card
 
 
 def test_train_rejects_official_output_name(tiny_dataset, tmp_path):
@@ -110,6 +141,66 @@ def test_train_missing_data(tmp_path):
     assert exit_info.value.code == 2
 
 
+def test_schedule_scratch_defaults(tmp_path):
+    schedule = schedule_for(TrainSettings(data=tmp_path / "data.yaml", model="yolov9t.yaml", epochs=40))
+
+    assert schedule.optimizer == "SGD"
+    assert schedule.lr0 == 0.01
+    assert schedule.warmup_epochs == 3.0
+    assert schedule.close_mosaic == 10
+
+
+def test_schedule_fine_tune_defaults(tmp_path):
+    schedule = schedule_for(TrainSettings(data=tmp_path / "data.yaml", model="runs/best.pt", epochs=6))
+
+    assert schedule.optimizer == "SGD"
+    assert schedule.lr0 == 0.001
+    assert schedule.lrf == 0.5
+    assert schedule.warmup_epochs == 0.0
+    assert schedule.close_mosaic == 6
+
+
+def test_schedule_given_values_win(tmp_path):
+    settings = TrainSettings(
+        data=tmp_path / "data.yaml", model="best.pt", optimizer="AdamW", lr0=0.003, lrf=0.1, warmup_epochs=1, close_mosaic=2
+    )
+
+    schedule = schedule_for(settings)
+
+    assert schedule.optimizer == "AdamW"
+    assert schedule.lr0 == 0.003
+    assert schedule.lrf == 0.1
+    assert schedule.warmup_epochs == 1
+    assert schedule.close_mosaic == 2
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"lr0": 0.0}, {"lr0": -0.01}, {"lrf": 0.0}, {"lrf": 1.5}, {"warmup_epochs": -1.0}, {"close_mosaic": -1}],
+)
+def test_schedule_rejects_invalid(tmp_path, values):
+    settings = TrainSettings(data=tmp_path / "data.yaml", model="yolov9t.yaml", **values)
+
+    with pytest.raises(TrainingError, match="invalid"):
+        schedule_for(settings)
+
+
+def test_train_invalid_lr0_exits_1(tiny_dataset, tmp_path, capsys):
+    arguments = ["train", "--data", str(tiny_dataset / "data.yaml"), "--model", "yolov9t.yaml", "--lr0", "-0.1"]
+    arguments += ["--project", str(tmp_path / "runs"), "--output", str(tmp_path / "out.pt")]
+
+    assert main(arguments) == 1
+    assert "lr0=-0.1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_unknown_optimizer_exits_2(tiny_dataset):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tiny_dataset / "data.yaml"), "--optimizer", "Lion"])
+
+    assert exit_info.value.code == 2
+
+
 def test_model_card_rows(tmp_path):
     settings = TrainSettings(data=tmp_path / "data.yaml", model="yolov9t.yaml", epochs=3, imgsz=320)
     rows = [
@@ -126,7 +217,9 @@ def test_model_card_rows(tmp_path):
 
 
 def test_resumed_run_settings_from_args(tmp_path):
-    (tmp_path / "args.yaml").write_text("data: /data/cig.yaml\nmodel: yolov9t.yaml\nepochs: 30\nimgsz: 320\nbatch: 8\n")
+    (tmp_path / "args.yaml").write_text(
+        "data: /data/cig.yaml\nmodel: yolov9t.yaml\nepochs: 30\nimgsz: 320\nbatch: 8\noptimizer: SGD\nlr0: 0.004\n"
+    )
     given = TrainSettings(data=tmp_path / "other.yaml", model="last.pt", epochs=10, resume=True)
 
     settings = _settings_of_run(tmp_path, given)
@@ -136,6 +229,9 @@ def test_resumed_run_settings_from_args(tmp_path):
     assert settings.epochs == 30
     assert settings.imgsz == 320
     assert settings.batch == 8
+    assert settings.optimizer == "SGD"
+    assert settings.lr0 == 0.004
+    assert settings.lrf is None  # Not in args.yaml, so the schedule default applies.
 
 
 # ---------------------------------------------------------------------------
