@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +31,51 @@ def _configure_logging(verbosity: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     project_level = logging.WARNING if verbosity <= 0 else max(logging.INFO - 10 * (verbosity - 1), logging.DEBUG)
     logging.getLogger("detector").setLevel(project_level)
+    if verbosity <= 0:
+        # Ultralytics sets its own logger's level when imported, from YOLO_VERBOSE, which also hides its progress bars.
+        os.environ["YOLO_VERBOSE"] = "False"
+        logging.getLogger("ultralytics").setLevel(logging.WARNING)
+
+
+# Defaults of `smokedet train` options that a resumed run ignores; see _run_train.
+TRAIN_DEFAULTS = {"model": "yolov9t.yaml", "epochs": 10, "imgsz": 416, "batch": 16}
+
+
+def _int_at_least(minimum: int):
+    """Return an argparse type that accepts whole numbers of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid whole number {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _unit_interval(text: str) -> float:
+    """Parse a learning rate or fraction: a number greater than 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value <= 1:  # Also rejects nan.
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
+    return value
+
+
+def _epoch_span(text: str) -> float:
+    """Parse a finite, non-negative number of epochs; fractions are allowed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 <= value < float("inf"):  # Also rejects nan.
+        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
+    return value
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,22 +131,29 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     check = data_commands.add_parser("check", help="check a YOLO dataset for problems that make training drop or misread images")
     check.add_argument("dataset", help="dataset folder containing data.yaml, or the yaml file")
     check.add_argument("--max-warnings", type=int, default=20, help="warnings to list (0 lists all); default: %(default)s")
-    check.add_argument("--workers", type=int, default=0, help="threads that read images; 0 uses every core")
+    check.add_argument("--workers", type=_int_at_least(0), default=0, help="threads that read images; 0 uses every core")
     check.set_defaults(handler=_run_data_check)
 
     train = commands.add_parser("train", help="train a detector offline and publish its stripped weights with a model card")
-    train.add_argument("--data", required=True, help="data.yaml of a YOLO dataset")
+    # Options a resumed run takes from its own records default to None, so that _run_train can warn when they are given.
+    train.add_argument("--data", default=None, help="dataset folder or data.yaml of a YOLO dataset; required unless --resume")
     train.add_argument(
-        "--model", default="yolov9t.yaml", help="architecture .yaml (untrained start) or .pt checkpoint; default: %(default)s"
+        "--model", default=None, help=f"architecture .yaml (untrained start) or .pt checkpoint; default: {TRAIN_DEFAULTS['model']}"
     )
-    train.add_argument("--epochs", type=int, default=10, help="training epochs; default: %(default)s")
-    train.add_argument("--imgsz", type=int, default=416, help="training image size in pixels; default: %(default)s")
-    train.add_argument("--batch", type=int, default=16, help="images per batch; default: %(default)s")
+    train.add_argument("--epochs", type=_int_at_least(1), default=None, help=f"training epochs; default: {TRAIN_DEFAULTS['epochs']}")
+    train.add_argument(
+        "--imgsz", type=_int_at_least(32), default=None, help=f"training image size in pixels; default: {TRAIN_DEFAULTS['imgsz']}"
+    )
+    train.add_argument("--batch", type=_int_at_least(1), default=None, help=f"images per batch; default: {TRAIN_DEFAULTS['batch']}")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_schedule_arguments(train)
-    train.add_argument("--resume", action="store_true", help="continue the run at <project>/<name> from its last.pt")
-    train.add_argument("--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core")
-    train.add_argument("--workers", type=int, default=2, help="data loader processes; default: %(default)s")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run at <project>/<name> from its last.pt, with the data, model and schedule it started with",
+    )
+    train.add_argument("--threads", type=_int_at_least(0), default=0, help="PyTorch CPU threads; 0 uses every core")
+    train.add_argument("--workers", type=_int_at_least(0), default=2, help="data loader processes; default: %(default)s")
     train.add_argument("--name", default="cigarette", help="run name, also the default weights name; default: %(default)s")
     train.add_argument("--project", default="runs/train", help="folder for run folders; default: %(default)s")
     train.add_argument("--output", default=None, help="where to write the stripped best weights; default: weights/<name>.pt")
@@ -110,19 +164,24 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, help="dataset folder or data.yaml")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "valid", "test"], help="default: %(default)s")
     evaluate.add_argument(
-        "--conf", type=float, default=None, help="confidence threshold for the image-level table (0-1); default: the model's"
+        "--conf",
+        type=float,
+        default=None,
+        help="confidence threshold for the image-level table (0-1); default: the shipped threshold, 0.25",
     )
-    evaluate.add_argument("--imgsz", type=int, default=416, help="image size in pixels; default: %(default)s")
-    evaluate.add_argument("--batch", type=int, default=16, help="images per batch; default: %(default)s")
+    evaluate.add_argument("--imgsz", type=_int_at_least(32), default=416, help="image size in pixels; default: %(default)s")
+    evaluate.add_argument("--batch", type=_int_at_least(1), default=16, help="images per batch; default: %(default)s")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    evaluate.add_argument("--workers", type=int, default=2, help="data loader processes; default: %(default)s")
+    evaluate.add_argument("--workers", type=_int_at_least(0), default=2, help="data loader processes; default: %(default)s")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=_run_eval)
 
     export = commands.add_parser("export", help="export PyTorch weights to ONNX, OpenVINO or TensorRT")
     export.add_argument("--weights", required=True, help="PyTorch .pt weights")
     export.add_argument("--format", required=True, choices=["onnx", "openvino", "engine"], help="engine is TensorRT (CUDA only)")
-    export.add_argument("--imgsz", type=int, default=416, help="export image size in pixels, same as inference; default: %(default)s")
+    export.add_argument(
+        "--imgsz", type=_int_at_least(32), default=416, help="export image size in pixels, same as inference; default: %(default)s"
+    )
     export.add_argument("--half", action="store_true", help="fp16 weights (onnx and engine need a CUDA GPU)")
     export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     export.add_argument("--out", default=None, help="exported file or folder to write; default: beside the weights")
@@ -209,23 +268,23 @@ def _add_schedule_arguments(train: argparse.ArgumentParser) -> None:
         "--optimizer", choices=OPTIMIZERS, default=None, help=f"default: {scratch.optimizer} (auto lets Ultralytics choose)"
     )
     schedule.add_argument(
-        "--lr0", type=float, default=None, help=f"initial learning rate; default: {scratch.lr0} from scratch, {fine_tune.lr0} fine-tuning"
+        "--lr0", type=_unit_interval, default=None, help=f"initial learning rate; default: {scratch.lr0} from scratch, {fine_tune.lr0} fine-tuning"
     )
     schedule.add_argument(
         "--lrf",
-        type=float,
+        type=_unit_interval,
         default=None,
         help=f"final learning rate as a fraction of --lr0; default: {scratch.lrf} from scratch, {fine_tune.lrf} fine-tuning",
     )
     schedule.add_argument(
         "--warmup-epochs",
-        type=float,
+        type=_epoch_span,
         default=None,
         help=f"learning-rate warm-up in epochs; default: {scratch.warmup_epochs:g} from scratch, {fine_tune.warmup_epochs:g} fine-tuning",
     )
     schedule.add_argument(
         "--close-mosaic",
-        type=int,
+        type=_int_at_least(0),
         default=None,
         help=f"turn mosaic augmentation off for this many final epochs; default: {scratch.close_mosaic} from scratch, "
         "every epoch (mosaic off) fine-tuning",
@@ -236,20 +295,24 @@ def _run_train(arguments: argparse.Namespace) -> int:
     from pathlib import Path
 
     from detector.model import ModelError
-    from detector.training import TrainingError, TrainSettings, check_output_name, publish_run, train
+    from detector.training import TrainingError, TrainSettings, check_output_path, publish_run, train
 
-    data = Path(arguments.data)
-    if data.is_dir():
-        data = data / "data.yaml"
-    if not data.is_file():
-        raise UsageError(f"dataset file {str(data)!r} not found: pass --data with the data.yaml of a YOLO dataset")
+    if arguments.resume:
+        _warn_ignored_on_resume(arguments)
+    elif arguments.data is None:
+        raise UsageError("--data is required to start a run: pass a dataset folder or its data.yaml")
+    if arguments.data is not None and not Path(arguments.data).exists():
+        raise UsageError(f"dataset {arguments.data!r} not found: pass --data with a dataset folder or its data.yaml")
     output = Path(arguments.output) if arguments.output else Path("weights") / f"{arguments.name}.pt"
+    try:
+        check_output_path(output)
+    except TrainingError as error:
+        raise UsageError(str(error)) from error
+
+    explicit = {key: getattr(arguments, key) for key in TRAIN_DEFAULTS}
     settings = TrainSettings(
-        data=data,
-        model=arguments.model,
-        epochs=arguments.epochs,
-        imgsz=arguments.imgsz,
-        batch=arguments.batch,
+        data=Path(arguments.data or "."),
+        **{key: default if explicit[key] is None else explicit[key] for key, default in TRAIN_DEFAULTS.items()},
         device=arguments.device,
         resume=arguments.resume,
         project=Path(arguments.project),
@@ -263,34 +326,26 @@ def _run_train(arguments: argparse.Namespace) -> int:
         close_mosaic=arguments.close_mosaic,
     )
     try:
-        check_output_name(output)
         result = train(settings)
-        weights, card = publish_run(result, settings, output, _train_command_line(settings, output))
+        weights, card = publish_run(result, settings, output)
     except (TrainingError, ModelError) as error:
         return _fail(str(error))
+    except KeyboardInterrupt:
+        run = shlex.join(["--project", arguments.project, "--name", arguments.name])
+        logger.warning("training interrupted; its last finished epoch is kept: continue with smokedet train --resume %s", run)
+        raise
     print(f"weights: {weights}\nmodel card: {card}")
     return EXIT_OK
 
 
-def _train_command_line(settings, output) -> str:
-    """Return the ``smokedet train`` command that repeats a run, for the model card."""
-    import shlex
-
-    words = ["smokedet", "train", "--data", str(settings.data), "--model", settings.model]
-    words += ["--epochs", str(settings.epochs), "--imgsz", str(settings.imgsz), "--batch", str(settings.batch)]
-    words += ["--device", settings.device, "--project", str(settings.project), "--name", settings.name]
-    schedule_options = {
-        "--optimizer": settings.optimizer,
-        "--lr0": settings.lr0,
-        "--lrf": settings.lrf,
-        "--warmup-epochs": settings.warmup_epochs,
-        "--close-mosaic": settings.close_mosaic,
-    }
-    for option, value in schedule_options.items():
-        if value is not None:
-            words += [option, f"{value:g}" if isinstance(value, float) else str(value)]
-    words += ["--output", str(output)] + (["--resume"] if settings.resume else [])
-    return shlex.join(words)
+def _warn_ignored_on_resume(arguments: argparse.Namespace) -> None:
+    """Log a warning naming the options given with --resume that the resumed run does not use."""
+    options = ["data", *TRAIN_DEFAULTS, "optimizer", "lr0", "lrf", "warmup_epochs", "close_mosaic"]
+    ignored = ["--" + option.replace("_", "-") for option in options if getattr(arguments, option) is not None]
+    if ignored:
+        logger.warning(
+            "--resume continues with the data, model and schedule the run started with; ignoring %s", ", ".join(ignored)
+        )
 
 
 def _run_eval(arguments: argparse.Namespace) -> int:

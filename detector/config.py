@@ -142,7 +142,7 @@ def load_watch_config(path: Path) -> WatchConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(_describe_yaml_error(path, error)) from None
+        raise ConfigError(describe_yaml_error(path, error)) from None
     if data is None:
         raise ConfigError(f"camera file {path} is empty; list the cameras under 'cameras:'")
     if not isinstance(data, dict):
@@ -166,7 +166,7 @@ def load_watch_config(path: Path) -> WatchConfig:
     return config
 
 
-def _describe_yaml_error(path: Path, error: yaml.YAMLError) -> str:
+def describe_yaml_error(path: Path, error: yaml.YAMLError) -> str:
     """Return one line naming the file, and the 1-based line and column where PyYAML found the problem."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]

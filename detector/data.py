@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import yaml
 
+from detector.config import describe_yaml_error
+
 logger = logging.getLogger(__name__)
 
 # Ultralytics' IMG_FORMATS (8.4), kept here so a check does not import Ultralytics.
@@ -151,8 +153,10 @@ def load_layout(path: Path) -> DatasetLayout:
     yaml_path = find_data_yaml(path)
     try:
         content = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise DataError(f"{yaml_path}: invalid YAML ({error}); fix the file or export the dataset again") from error
+    except yaml.YAMLError as error:
+        raise DataError(f"{describe_yaml_error(yaml_path, error)}; fix the file or export the dataset again") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{yaml_path}: not UTF-8 text ({error.reason}); fix the file or export the dataset again") from error
     if not isinstance(content, dict):
         raise DataError(f"{yaml_path}: expected a mapping with train, val and names keys")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import logging
 import os
 import shutil
@@ -16,8 +17,10 @@ from detector.threads import set_torch_threads
 
 logger = logging.getLogger(__name__)
 
-# Ultralytics downloads any weights file whose name matches one of its release assets.
-OFFICIAL_WEIGHT_PREFIXES = ("yolov", "yolo11", "yolo12", "yolo26", "rtdetr", "sam", "mobile_sam", "fastsam")
+# Ultralytics downloads any weights file whose name matches one of its release assets. Every
+# name of the YOLO and RT-DETR families is rejected, because new releases add assets to them.
+# Other families are matched by exact asset name, so that names like "sample.pt" stay usable.
+RELEASE_NAME_PREFIXES = ("yolo", "rtdetr")
 
 
 class TrainingError(RuntimeError):
@@ -94,13 +97,27 @@ def schedule_for(settings: TrainSettings) -> Schedule:
         warmup_epochs=settings.warmup_epochs if settings.warmup_epochs is not None else base.warmup_epochs,
         close_mosaic=settings.close_mosaic if settings.close_mosaic is not None else close_mosaic,
     )
-    if chosen.lr0 <= 0 or not 0 < chosen.lrf <= 1:
-        raise TrainingError(f"invalid learning rate lr0={chosen.lr0}, lrf={chosen.lrf}: lr0 must be > 0 and lrf in (0, 1]")
-    if chosen.warmup_epochs < 0 or chosen.close_mosaic < 0:
+    if not (0 < chosen.lr0 <= 1 and 0 < chosen.lrf <= 1):
+        raise TrainingError(f"invalid learning rate lr0={chosen.lr0}, lrf={chosen.lrf}: both must be in (0, 1]")
+    if not (0 <= chosen.warmup_epochs < math.inf and chosen.close_mosaic >= 0):
         raise TrainingError(
             f"invalid warmup_epochs={chosen.warmup_epochs} or close_mosaic={chosen.close_mosaic}: use 0 or more epochs"
         )
     return chosen
+
+
+def check_run_size(settings: TrainSettings) -> None:
+    """Raise TrainingError for epoch, image size or batch values that Ultralytics would reject or silently change."""
+    if settings.epochs < 1:
+        raise TrainingError(f"invalid epochs={settings.epochs}: train for 1 or more epochs")
+    if settings.imgsz < 32:
+        raise TrainingError(f"invalid imgsz={settings.imgsz}: use 32 pixels or more, a multiple of 32 such as 416")
+    if settings.batch < 1:
+        raise TrainingError(f"invalid batch={settings.batch}: use 1 or more images per batch")
+
+
+# Written into a run folder when a run starts: the settings it was started with.
+RUN_SETTINGS_FILE = "smokedet-settings.json"
 
 
 @dataclass(frozen=True)
@@ -113,50 +130,168 @@ class TrainResult:
     results_csv: Path
 
 
+def is_release_asset_name(path: Path | str) -> bool:
+    """Return True when a file name is, or could be, an Ultralytics release asset that it would download."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_STEMS
+
+    name = Path(path).name.lower()
+    stem = name.rpartition(".")[0] if "." in name else name
+    return name.startswith(RELEASE_NAME_PREFIXES) or stem in {asset.lower() for asset in GITHUB_ASSETS_STEMS}
+
+
 def check_model_name(model: str) -> None:
     """Raise TrainingError for a missing checkpoint or an official asset name that would trigger a download."""
     path = Path(model)
-    if path.suffix in {".yaml", ".yml"}:
+    if is_architecture(model):
         return  # An architecture config builds an untrained model, which downloads nothing.
     if not path.is_file():
         raise TrainingError(f"model {model!r} not found: pass an existing .pt checkpoint or a .yaml architecture")
-    if path.name.lower().startswith(OFFICIAL_WEIGHT_PREFIXES) and path.suffix == ".pt":
+    if path.suffix == ".pt" and is_release_asset_name(path):
         raise TrainingError(
             f"model {model!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
             "download it; rename the file (for example to cigarette-<name>.pt)"
         )
 
 
+def check_output_path(output: Path) -> None:
+    """Raise TrainingError unless ``output`` can take published weights: a writable .pt path with a safe name.
+
+    Runs before training, so that a bad path does not surface only after hours of it.
+    """
+    output = Path(output)
+    if output.suffix != ".pt":
+        raise TrainingError(f"output {str(output)!r} must end in .pt: its model card is written beside it as .md")
+    if is_release_asset_name(output):
+        raise TrainingError(
+            f"output {str(output)!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
+            "download it when loaded; choose another --output or --name (for example cigarette-<name>)"
+        )
+    if output.is_dir():
+        raise TrainingError(f"output {str(output)!r} is a folder: pass a file path ending in .pt")
+    check_writable_location(output)
+
+
+def check_writable_location(path: Path) -> None:
+    """Create the parent folders of ``path`` and raise TrainingError unless a file can be written there.
+
+    Writing a scratch file is the real test: permission bits do not cover read-only
+    mounts, /proc or a root user.
+    """
+    folder = Path(path).absolute().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise TrainingError(f"output {str(path)!r} cannot be written ({error.strerror or error}); choose another folder") from error
+
+
+def load_yolo(source: str | Path, role: str) -> Any:
+    """Load a model with Ultralytics, raising TrainingError with one line for files it cannot read."""
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(source), task="detect")
+    except Exception as error:  # Ultralytics raises many types for unreadable or wrong files.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, KeyError):
+            reason = f"missing key {reason}"  # A .yaml that is not a model architecture, such as a data.yaml.
+        raise TrainingError(
+            f"{role} {str(source)!r} could not be loaded ({reason}); pass an Ultralytics detection checkpoint (.pt) "
+            "or a model .yaml such as yolov9t.yaml"
+        ) from error
+
+
+def check_training_data(data: Path) -> Path:
+    """Return the data.yaml to train on, raising TrainingError when it lacks a train or val split."""
+    from detector.data import DataError, find_data_yaml, load_layout
+
+    try:
+        yaml_path = find_data_yaml(Path(data))
+        layout = load_layout(yaml_path)
+    except DataError as error:
+        raise TrainingError(str(error)) from error
+    missing = [split for split in ("train", "val") if split not in layout.splits]
+    if missing:
+        raise TrainingError(f"{yaml_path} has no {' or '.join(missing)} split, and training needs both")
+    return yaml_path
+
+
+def check_resumable(model: Any, last: Path) -> None:
+    """Raise TrainingError unless ``last`` is a checkpoint that Ultralytics can resume.
+
+    A finished run's last.pt has no optimizer state and epoch -1; Ultralytics would
+    start a new run on its default dataset instead, which it tries to download.
+    """
+    checkpoint = getattr(model, "ckpt", None) or {}
+    if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:
+        raise TrainingError(
+            f"cannot resume: the run of {last} already finished; fine-tune its weights in a new run with "
+            f"--model {last.with_name('best.pt')} --name <new name>"
+        )
+
+
+def _check_amp_offline(original: Any) -> Any:
+    """Wrap Ultralytics' AMP check so that it never downloads YOLO26n weights.
+
+    Ultralytics 8.4 compares fp32 and AMP outputs of YOLO26n, downloading it first. When
+    the file is absent this keeps AMP on for CUDA, which is what Ultralytics falls back to
+    when the download fails.
+    """
+
+    def check_amp(model: Any) -> bool:
+        from ultralytics.utils import WEIGHTS_DIR
+
+        if (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+            return original(model)
+        device = next(model.parameters()).device
+        logger.info("AMP check skipped because it needs yolo26n.pt, which is not downloaded offline")
+        return device.type == "cuda"
+
+    check_amp.skips_download = True
+    return check_amp
+
+
 def train(settings: TrainSettings) -> TrainResult:
     """Train (or resume) a YOLO detector and return the run's weight files."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    if not settings.resume:
-        check_model_name(settings.model)
-    data = Path(settings.data)
-    if not data.is_file():
-        raise TrainingError(f"dataset file {str(data)!r} not found: pass the data.yaml of a YOLO export")
-
-    from ultralytics import YOLO
+    from ultralytics.engine import trainer as trainer_module
 
     from detector.model import resolve_device
 
-    threads = set_torch_threads(settings.threads)
-    device = resolve_device(settings.device)
     run_dir = Path(settings.project).resolve() / settings.name
-
+    last = run_dir / "weights" / "last.pt"
     if settings.resume:
-        last = run_dir / "weights" / "last.pt"
         if not last.is_file():
             raise TrainingError(f"cannot resume: {last} not found; start a new run without --resume")
+    else:
+        check_model_name(settings.model)
+        if last.is_file():
+            raise TrainingError(
+                f"run folder {run_dir} already has weights from an earlier run; continue it with --resume, "
+                "or pass another --name"
+            )
+        check_run_size(settings)
+        data = check_training_data(Path(settings.data))
+        schedule = schedule_for(settings)
+
+    threads = set_torch_threads(settings.threads)
+    device = resolve_device(settings.device)
+    if not getattr(trainer_module.check_amp, "skips_download", False):
+        trainer_module.check_amp = _check_amp_offline(trainer_module.check_amp)
+
+    if settings.resume:
+        model = load_yolo(last, "checkpoint")
+        check_resumable(model, last)
         logger.info("resuming %s on %s with %d threads", last, device, threads)
-        model = YOLO(str(last))
         model.train(resume=True, device=device)
     else:
-        schedule = schedule_for(settings)
         logger.info(
             "training %s on %s with %d threads for %d epochs: %s", settings.model, data, threads, settings.epochs, schedule
         )
-        model = YOLO(settings.model)
+        model = load_yolo(settings.model, "model")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_SETTINGS_FILE, settings_as_dict(settings))
         model.train(
             data=str(data.resolve()),
             epochs=settings.epochs,
@@ -204,12 +339,16 @@ def strip_checkpoint(source: Path, destination: Path) -> Path:
 
 
 def read_results_csv(path: Path) -> list[dict[str, float]]:
-    """Read an Ultralytics ``results.csv`` into one dict per epoch, with stripped column names."""
-    rows = []
+    """Read an Ultralytics ``results.csv`` into one dict per epoch, with stripped column names.
+
+    A run resumed in the middle of an epoch can list that epoch twice; the later row wins.
+    """
+    by_epoch: dict[float, dict[str, float]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            rows.append({key.strip(): float(value) for key, value in row.items() if value not in ("", None)})
-    return rows
+            values = {key.strip(): float(value) for key, value in row.items() if value not in ("", None)}
+            by_epoch[values.get("epoch", float(len(by_epoch) + 1))] = values
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -241,27 +380,46 @@ CARD_METRIC_COLUMNS = {
 }
 
 
-def check_output_name(output: Path) -> None:
-    """Raise TrainingError when a weights output path would be named like an Ultralytics release asset."""
-    if Path(output).name.lower().startswith(OFFICIAL_WEIGHT_PREFIXES):
-        raise TrainingError(
-            f"output {str(output)!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
-            "download it when loaded; choose another --output or --name (for example cigarette-<name>)"
-        )
+def train_command_line(settings: TrainSettings, output: Path) -> str:
+    """Return the ``smokedet train`` command that repeats a run, for the model card."""
+    import shlex
+
+    words = ["smokedet", "train", "--data", str(settings.data), "--model", settings.model]
+    words += ["--epochs", str(settings.epochs), "--imgsz", str(settings.imgsz), "--batch", str(settings.batch)]
+    words += ["--device", settings.device, "--project", str(settings.project), "--name", settings.name]
+    schedule_options = {
+        "--optimizer": settings.optimizer,
+        "--lr0": settings.lr0,
+        "--lrf": settings.lrf,
+        "--warmup-epochs": settings.warmup_epochs,
+        "--close-mosaic": settings.close_mosaic,
+    }
+    for option, value in schedule_options.items():
+        if value is not None:
+            words += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    words += ["--output", str(output)]
+    return shlex.join(words)
 
 
-def publish_run(result: TrainResult, settings: TrainSettings, output: Path, command: str) -> tuple[Path, Path]:
+def publish_run(result: TrainResult, settings: TrainSettings, output: Path) -> tuple[Path, Path]:
     """Copy the run's best weights, stripped, to ``output`` and write a Markdown model card beside them.
 
     Returns the weights and card paths. Falls back to last.pt when the run never saved a best.pt.
     """
-    check_output_name(output)
+    check_output_path(output)
     source = result.best if result.best.is_file() else result.last
     if not source.is_file():
         raise TrainingError(f"run {result.run_dir} has no weights/best.pt or weights/last.pt; the run did not finish an epoch")
+    command = train_command_line(settings, output)
     if settings.resume:
         settings = _settings_of_run(result.run_dir, settings)
-    weights = strip_checkpoint(source, Path(output))
+        command = train_command_line(settings, output) + " (interrupted, then continued with --resume)"
+    try:
+        weights = strip_checkpoint(source, Path(output))
+    except OSError as error:
+        raise TrainingError(
+            f"could not write {output} ({error.strerror or error}); the trained weights are kept in {source}"
+        ) from error
     rows = read_results_csv(result.results_csv) if result.results_csv.is_file() else []
     card = weights.with_suffix(".md")
     card.write_text(render_model_card(weights, source, settings, rows, command), encoding="utf-8")
@@ -270,9 +428,11 @@ def publish_run(result: TrainResult, settings: TrainSettings, output: Path, comm
 
 
 def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
-    """Return ``settings`` with data, model, epochs, image size, batch and schedule from the run's args.yaml.
+    """Return ``settings`` with data, model, epochs, image size, batch and schedule as the run started.
 
     A resumed run keeps the arguments it started with, not the ones given with --resume.
+    They come from the run's args.yaml, except the model: Ultralytics rewrites it to
+    last.pt on resume, so it comes from the settings file that train() writes.
     """
     import dataclasses
 
@@ -282,6 +442,9 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
     if not args_file.is_file():
         return settings
     arguments = yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}
+    started = Path(run_dir) / RUN_SETTINGS_FILE
+    if started.is_file():
+        arguments["model"] = json.loads(started.read_text(encoding="utf-8")).get("model", arguments.get("model"))
     return dataclasses.replace(
         settings,
         data=Path(arguments.get("data", settings.data)),
@@ -303,6 +466,30 @@ def _argument(arguments: dict[str, Any], key: str, kind: type, default: Any) -> 
     return default if value is None else kind(value)
 
 
+def _describe_optimizer(schedule: Schedule) -> str:
+    if schedule.optimizer == "auto":
+        # Ultralytics then picks the optimizer and learning rate itself and ignores lr0; its log names them.
+        return "auto: chosen by Ultralytics from the run length (see the training log)"
+    return f"{schedule.optimizer}, lr0 {schedule.lr0:g} decaying linearly to {schedule.lrf:g} of it"
+
+
+def _describe_warmup(schedule: Schedule, epochs: int) -> str:
+    # Ultralytics 8.4 caps warm-up at epochs - 1, so that the final epoch always trains without it.
+    applied = min(schedule.warmup_epochs, max(epochs - 1, 0))
+    unit = "epoch" if applied == 1 else "epochs"
+    if applied == schedule.warmup_epochs:
+        return f"{applied:g} {unit}" if applied else "none"
+    return f"{applied:g} {unit} ({schedule.warmup_epochs:g} requested, capped at one less than the run's {epochs})"
+
+
+def _describe_mosaic(schedule: Schedule, epochs: int) -> str:
+    if schedule.close_mosaic >= epochs:
+        return "off for the whole run"
+    if schedule.close_mosaic == 0:
+        return "on for the whole run"
+    return f"on for epochs 1 to {epochs - schedule.close_mosaic}, off for the last {schedule.close_mosaic}"
+
+
 def render_model_card(weights: Path, source: Path, settings: TrainSettings, rows: list[dict[str, float]], command: str) -> str:
     """Return a Markdown model card: data, command, training settings and validation metrics per epoch."""
     schedule = schedule_for(settings)
@@ -319,9 +506,9 @@ def render_model_card(weights: Path, source: Path, settings: TrainSettings, rows
         f"| epochs | {len(rows) if rows else '?'} run of {settings.epochs} requested |",
         f"| image size | {settings.imgsz} |",
         f"| batch | {settings.batch} |",
-        f"| optimizer | {schedule.optimizer}, lr0 {schedule.lr0:g} decaying linearly to {schedule.lrf:g} of it |",
-        f"| warm-up | {schedule.warmup_epochs:g} epochs |",
-        f"| mosaic | off for the last {schedule.close_mosaic} epochs |",
+        f"| optimizer | {_describe_optimizer(schedule)} |",
+        f"| warm-up | {_describe_warmup(schedule, settings.epochs)} |",
+        f"| mosaic | {_describe_mosaic(schedule, settings.epochs)} |",
         f"| weights | copied from `{source}` without optimizer state |",
         "",
         "## Validation metrics per epoch",
@@ -467,9 +654,9 @@ def evaluate(
         raise TrainingError(f"{split_key} split of {yaml_path} has no images; run `smokedet data check` on it")
 
     device = resolve_device(device)
-    from ultralytics import YOLO
-
-    model = YOLO(str(weights), task="detect")
+    # The detector checks the weights file (folders, unreadable files) before Ultralytics' validator opens it.
+    detector = Detector(ModelSettings(weights=weights, device=device, imgsz=imgsz, confidence=confidence))
+    model = load_yolo(weights, "weights")
     sources = read_manifest_sources(yaml_path.parent, images)
     with tempfile.TemporaryDirectory(prefix="smokedet-eval-") as scratch:
         scratch_dir = Path(scratch)
@@ -480,7 +667,6 @@ def evaluate(
             subset_yaml = _write_subset_yaml(scratch_dir, f"source-{source}", source_images, layout.names)
             source_metrics[source] = validate(subset_yaml, len(source_images))
 
-    detector = Detector(ModelSettings(weights=weights, device=device, imgsz=imgsz, confidence=confidence))
     detected = _detect_images(detector, images, batch)
     outcomes = ImageOutcomes()
     for image in images:
@@ -645,18 +831,18 @@ def export_model(
 
     device = resolve_device(device)
 
-    from ultralytics import YOLO
-
     if output is not None:
         output = Path(output)
+        check_writable_location(output)
         output.parent.mkdir(parents=True, exist_ok=True)
+    load_yolo(weights, "weights")  # Names the user's file in the error, not the copy exported below.
     with tempfile.TemporaryDirectory(prefix=".smokedet-export-", dir=output.parent if output else None) as scratch:
         source = weights
         if output is not None:
             # Ultralytics writes next to its input, so export a copy beside the requested output.
             source = Path(scratch) / weights.name
             shutil.copyfile(weights, source)
-        model = YOLO(str(source), task="detect")
+        model = load_yolo(source, "weights")
         logger.info("exporting %s to %s at imgsz %d on %s", weights, export_format, imgsz, device)
         exported = Path(
             model.export(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+import torch
 import ultralytics  # noqa: F401 - imported before any capsys test, so its log handler keeps the real stdout.
 import yaml
 from conftest import read_manifest
@@ -20,9 +24,11 @@ from detector.training import (
     ImageOutcomes,
     TrainingError,
     TrainSettings,
+    _check_amp_offline,
     _settings_of_run,
     check_export_requirements,
     evaluate,
+    is_release_asset_name,
     render_model_card,
     schedule_for,
 )
@@ -113,15 +119,167 @@ def test_train_fine_tunes_checkpoint(tiny_dataset, tmp_path):
     assert run_arguments["warmup_epochs"] == 0.0
     assert run_arguments["close_mosaic"] == 1  # Mosaic off for the whole one-epoch run.
     card = (tmp_path / "tuned.md").read_text()
-    assert "| warm-up | 0 epochs |" in card
+    assert "| warm-up | none |" in card
+
+
+@pytest.mark.slow
+def test_train_resume_continues_interrupted_run(tiny_dataset, tmp_path, capsys, caplog):
+    run = tmp_path / "runs" / "two"
+    base = ["train", "--project", str(tmp_path / "runs"), "--name", "two", "--output", str(tmp_path / "two.pt")]
+    first = [*base, "--data", str(tiny_dataset), "--epochs", "2", "--imgsz", "64", "--batch", "4"]
+    assert main([*first, "--device", "cpu", "--workers", "0"]) == 0
+    capsys.readouterr()
+
+    assert main([*base, "--resume"]) == 1
+    assert "already finished" in capsys.readouterr().err
+    assert main(first) == 1
+    assert "continue it with --resume" in capsys.readouterr().err
+
+    # An interruption during epoch 2 leaves epoch 1's checkpoint, optimizer included, as last.pt.
+    shutil.copyfile(run / "weights" / "epoch0.pt", run / "weights" / "last.pt")
+    results = (run / "results.csv").read_text().splitlines()
+    (run / "results.csv").write_text("\n".join(results[:2]) + "\n")
+    caplog.set_level("WARNING", logger="detector")
+    assert main([*base, "--resume", "--epochs", "5", "--lr0", "0.1"]) == 0
+
+    assert "ignoring --epochs, --lr0" in caplog.text
+    epochs = [line.split(",")[0] for line in (run / "results.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2"]
+    card = (tmp_path / "two.md").read_text()
+    assert "| model | `yolov9t.yaml` |" in card  # Not the last.pt that Ultralytics records on resume.
+    assert "2 run of 2 requested" in card
+    assert "continued with --resume" in card
 
 
 def test_train_rejects_official_output_name(tiny_dataset, tmp_path):
     output = tmp_path / "yolov8n.pt"
     arguments = ["train", "--data", str(tiny_dataset / "data.yaml"), "--model", "yolov9t.yaml", "--output", str(output)]
 
-    assert main(arguments) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+
+    assert exit_info.value.code == 2
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["card.md", "no-suffix", "blocker/inside.pt"],
+)
+def test_train_rejects_bad_output_before_training(tiny_dataset, tmp_path, capsys, output):
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    arguments = ["train", "--data", str(tiny_dataset), "--project", str(tmp_path / "runs"), "--output", str(tmp_path / output)]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+
+    assert exit_info.value.code == 2
+    assert "output" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--epochs", "0"],
+        ["--imgsz", "0"],
+        ["--batch", "0"],
+        ["--lr0", "nan"],
+        ["--lr0", "1.5"],
+        ["--lrf", "0"],
+        ["--warmup-epochs", "inf"],
+        ["--warmup-epochs", "-1"],
+        ["--close-mosaic", "-2"],
+        ["--workers", "-1"],
+    ],
+)
+def test_train_rejects_out_of_range_option(tiny_dataset, capsys, option):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tiny_dataset), *option])
+
+    assert exit_info.value.code == 2
+    assert f"argument {option[0]}" in capsys.readouterr().err
+
+
+def test_train_needs_data_unless_resuming(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "yolov9t.yaml"])
+
+    assert exit_info.value.code == 2
+    assert "--data is required" in capsys.readouterr().err
+
+
+def test_train_resume_without_run(tmp_path, capsys):
+    arguments = ["train", "--resume", "--project", str(tmp_path / "runs"), "--name", "absent", "--output", str(tmp_path / "x.pt")]
+
+    assert main(arguments) == 1
+    assert "last.pt not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        ("not-a-checkpoint.pt", "not a loadable checkpoint"),
+        ("yolov9tt.yaml", "does not exist"),
+        ("data.yaml", "missing key"),
+    ],
+)
+def test_train_unloadable_model(tiny_dataset, tmp_path, capsys, model, reason):
+    (tmp_path / "not-a-checkpoint.pt").write_text("plain text")
+    model_path = tiny_dataset / "data.yaml" if model == "data.yaml" else model
+    if model.endswith(".pt"):
+        model_path = tmp_path / model
+    arguments = ["train", "--data", str(tiny_dataset), "--model", str(model_path), "--device", "cpu"]
+    arguments += ["--project", str(tmp_path / "runs"), "--output", str(tmp_path / "out.pt")]
+
+    assert main(arguments) == 1
+
+    error = capsys.readouterr().err
+    assert "could not be loaded" in error
+    assert reason in error
+    assert "Traceback" not in error
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_broken_data_yaml(tmp_path, capsys):
+    data = tmp_path / "data.yaml"
+    data.write_text("train: [\n")
+
+    assert main(["train", "--data", str(data), "--output", str(tmp_path / "out.pt")]) == 1
+
+    assert f"{data}:2:1: invalid YAML: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "is_asset"),
+    [
+        ("yolov9t.pt", True),
+        ("yolo11n-seg.pt", True),
+        ("sam_b.pt", True),
+        ("FastSAM-s.pt", True),
+        ("rtdetr-l.pt", True),
+        ("sample.pt", False),
+        ("samurai-cigarette.pt", False),
+        ("cigarette-yolov9t.pt", False),
+    ],
+)
+def test_release_asset_names(name, is_asset):
+    assert is_release_asset_name(name) is is_asset
+
+
+def test_amp_check_never_downloads(tmp_path, monkeypatch):
+    import ultralytics.utils
+
+    monkeypatch.setattr(ultralytics.utils, "WEIGHTS_DIR", tmp_path)  # No yolo26n.pt in it.
+
+    def original(model):
+        raise AssertionError("Ultralytics' check would download yolo26n.pt")
+
+    check_amp = _check_amp_offline(original)
+
+    assert check_amp(torch.nn.Linear(1, 1)) is False
+    cuda_model = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda", 0))]))
+    assert check_amp(cuda_model) is True
 
 
 def test_train_rejects_official_model_name(tiny_dataset, tmp_path, capsys):
@@ -183,15 +341,6 @@ def test_schedule_rejects_invalid(tmp_path, values):
 
     with pytest.raises(TrainingError, match="invalid"):
         schedule_for(settings)
-
-
-def test_train_invalid_lr0_exits_1(tiny_dataset, tmp_path, capsys):
-    arguments = ["train", "--data", str(tiny_dataset / "data.yaml"), "--model", "yolov9t.yaml", "--lr0", "-0.1"]
-    arguments += ["--project", str(tmp_path / "runs"), "--output", str(tmp_path / "out.pt")]
-
-    assert main(arguments) == 1
-    assert "lr0=-0.1" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
 
 
 def test_train_unknown_optimizer_exits_2(tiny_dataset):
@@ -382,6 +531,60 @@ def test_export_engine_needs_cuda():
 def test_export_onnx_half_needs_cuda():
     with pytest.raises(TrainingError, match="--half"):
         check_export_requirements("onnx", half=True, cuda_available=False)
+
+
+def test_export_unloadable_weights(tmp_path, capsys):
+    weights = tmp_path / "cigarette.pt"
+    weights.write_text("plain text")
+
+    assert main(["export", "--weights", str(weights), "--format", "onnx", "--device", "cpu"]) == 1
+
+    error = capsys.readouterr().err
+    assert f"weights '{weights}' could not be loaded" in error
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_export_output_under_file(tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    output = tmp_path / "blocker" / "cigarette.onnx"
+    arguments = ["export", "--weights", str(DEFAULT_WEIGHTS), "--format", "onnx", "--device", "cpu", "--out", str(output)]
+
+    assert main(arguments) == 1
+    assert "cannot be written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "weights",
+    ["folder", "notes.md"],
+)
+def test_eval_unusable_weights(tiny_dataset, tmp_path, capsys, weights):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.md").write_text("# not a model")
+    arguments = ["eval", "--weights", str(tmp_path / weights), "--data", str(tiny_dataset), "--device", "cpu"]
+
+    assert main(arguments) == 1
+
+    error = capsys.readouterr().err
+    assert str(tmp_path / weights) in error
+    assert "Traceback" not in error
+
+
+def test_eval_quiet_prints_only_tables(tiny_dataset):
+    command = [sys.executable, "-m", "detector.cli", "-q", "eval", "--weights", str(DEFAULT_WEIGHTS)]
+    command += ["--data", str(tiny_dataset), "--device", "cpu", "--imgsz", "96", "--workers", "0"]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"{DEFAULT_WEIGHTS} on the test split")
+    assert "Ultralytics" not in result.stdout + result.stderr
+
+
+def test_data_check_rejects_negative_workers(tiny_dataset):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "check", str(tiny_dataset), "--workers", "-1"])
+
+    assert exit_info.value.code == 2
 
 
 def test_export_missing_weights(tmp_path):
