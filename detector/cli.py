@@ -98,7 +98,7 @@ def _add_scan_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("scan", help="scan video files and write per-video smoking event reports")
     add_scan_arguments(parser)
     _add_model_arguments(parser)
-    parser.set_defaults(handler=run_scan_command)
+    parser.set_defaults(handler=run_scan_command, command_parser=parser)
 
 
 def _add_watch_command(commands: argparse._SubParsersAction) -> None:
@@ -110,7 +110,7 @@ def _add_watch_command(commands: argparse._SubParsersAction) -> None:
     )
     add_watch_arguments(parser)
     _add_model_arguments(parser)
-    parser.set_defaults(handler=run_watch_command)
+    parser.set_defaults(handler=run_watch_command, command_parser=parser)
 
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
@@ -126,13 +126,13 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     pull.add_argument("--version", required=True, type=int, help="dataset version number")
     pull.add_argument("--format", default="yolov9", help="Roboflow export format; default: %(default)s")
     pull.add_argument("--out", default=None, help="folder to create for the dataset; default: data/<project>-<version>")
-    pull.set_defaults(handler=_run_data_pull)
+    pull.set_defaults(handler=_run_data_pull, command_parser=pull)
 
     check = data_commands.add_parser("check", help="check a YOLO dataset for problems that make training drop or misread images")
     check.add_argument("dataset", help="dataset folder containing data.yaml, or the yaml file")
     check.add_argument("--max-warnings", type=int, default=20, help="warnings to list (0 lists all); default: %(default)s")
     check.add_argument("--workers", type=_int_at_least(0), default=0, help="threads that read images; 0 uses every core")
-    check.set_defaults(handler=_run_data_check)
+    check.set_defaults(handler=_run_data_check, command_parser=check)
 
     train = commands.add_parser("train", help="train a detector offline and publish its stripped weights with a model card")
     # Options a resumed run takes from its own records default to None, so that _run_train can warn when they are given.
@@ -157,7 +157,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--name", default="cigarette", help="run name, also the default weights name; default: %(default)s")
     train.add_argument("--project", default="runs/train", help="folder for run folders; default: %(default)s")
     train.add_argument("--output", default=None, help="where to write the stripped best weights; default: weights/<name>.pt")
-    train.set_defaults(handler=_run_train)
+    train.set_defaults(handler=_run_train, command_parser=train)
 
     evaluate = commands.add_parser("eval", help="measure precision, recall and mAP on a dataset split")
     evaluate.add_argument("--weights", required=True, help="model file (.pt or exported)")
@@ -174,7 +174,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--workers", type=_int_at_least(0), default=2, help="data loader processes; default: %(default)s")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
-    evaluate.set_defaults(handler=_run_eval)
+    evaluate.set_defaults(handler=_run_eval, command_parser=evaluate)
 
     export = commands.add_parser("export", help="export PyTorch weights to ONNX, OpenVINO or TensorRT")
     export.add_argument("--weights", required=True, help="PyTorch .pt weights")
@@ -185,7 +185,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--half", action="store_true", help="fp16 weights (onnx and engine need a CUDA GPU)")
     export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     export.add_argument("--out", default=None, help="exported file or folder to write; default: beside the weights")
-    export.set_defaults(handler=_run_export)
+    export.set_defaults(handler=_run_export, command_parser=export)
 
 
 def _fail(message: str) -> int:
@@ -466,7 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(arguments.handler(arguments))
     except UsageError as error:
-        parser.error(str(error))  # Exits with EXIT_USAGE.
+        # The failing command's parser prints its own usage line, such as "smokedet train ...".
+        arguments.command_parser.error(str(error))  # Exits with EXIT_USAGE.
     except KeyboardInterrupt:
         logger.warning("interrupted; files written so far are kept")
         return 130
