@@ -130,7 +130,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
 
     check = data_commands.add_parser("check", help="check a YOLO dataset for problems that make training drop or misread images")
     check.add_argument("dataset", help="dataset folder containing data.yaml, or the yaml file")
-    check.add_argument("--max-warnings", type=int, default=20, help="warnings to list (0 lists all); default: %(default)s")
+    check.add_argument("--max-warnings", type=_int_at_least(0), default=20, help="warnings to list (0 lists all); default: %(default)s")
     check.add_argument("--workers", type=_int_at_least(0), default=0, help="threads that read images; 0 uses every core")
     check.set_defaults(handler=_run_data_check, command_parser=check)
 
@@ -222,10 +222,12 @@ def _run_data_check(arguments: argparse.Namespace) -> int:
 
     from detector.data import DataError, check_dataset
 
+    if not Path(arguments.dataset).exists():
+        raise UsageError(f"dataset {arguments.dataset!r} not found: pass a dataset folder with a data.yaml, or the yaml itself")
     try:
         report = check_dataset(Path(arguments.dataset), workers=arguments.workers or None)
     except DataError as error:
-        raise UsageError(str(error)) from error
+        return _fail(str(error))
 
     print(_format_check_table(report))
     errors, warnings = report.errors, report.warnings
@@ -295,7 +297,14 @@ def _run_train(arguments: argparse.Namespace) -> int:
     from pathlib import Path
 
     from detector.model import ModelError
-    from detector.training import TrainingError, TrainSettings, check_output_path, publish_run, train
+    from detector.training import (
+        TrainingError,
+        TrainSettings,
+        check_output_path,
+        check_writable_location,
+        publish_run,
+        train,
+    )
 
     if arguments.resume:
         _warn_ignored_on_resume(arguments)
@@ -303,9 +312,14 @@ def _run_train(arguments: argparse.Namespace) -> int:
         raise UsageError("--data is required to start a run: pass a dataset folder or its data.yaml")
     if arguments.data is not None and not Path(arguments.data).exists():
         raise UsageError(f"dataset {arguments.data!r} not found: pass --data with a dataset folder or its data.yaml")
+    if not arguments.name.strip() or Path(arguments.name).name != arguments.name:
+        raise UsageError(f"invalid --name {arguments.name!r}: use a plain folder name such as cigarette-v2")
     output = Path(arguments.output) if arguments.output else Path("weights") / f"{arguments.name}.pt"
+    if output.exists() and not arguments.resume:
+        raise UsageError(f"output {str(output)!r} already exists; pass another --output or --name, or delete it first")
     try:
         check_output_path(output)
+        check_writable_location(Path(arguments.project) / arguments.name / "weights" / "last.pt", label="run folder file")
     except TrainingError as error:
         raise UsageError(str(error)) from error
 

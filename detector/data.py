@@ -164,7 +164,12 @@ def load_layout(path: Path) -> DatasetLayout:
     if isinstance(raw_names, list):
         names = dict(enumerate(str(name) for name in raw_names))
     elif isinstance(raw_names, dict):
-        names = {int(key): str(value) for key, value in raw_names.items()}
+        try:
+            names = {int(key): str(value) for key, value in raw_names.items()}
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{yaml_path}: invalid 'names': map class ids to names, for example names: {{0: cigarette}}"
+            ) from None
     else:
         raise DataError(f"{yaml_path}: missing or invalid 'names': list the class names, for example names: ['cigarette']")
 

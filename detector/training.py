@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import logging
@@ -146,7 +147,9 @@ def check_model_name(model: str) -> None:
         return  # An architecture config builds an untrained model, which downloads nothing.
     if not path.is_file():
         raise TrainingError(f"model {model!r} not found: pass an existing .pt checkpoint or a .yaml architecture")
-    if path.suffix == ".pt" and is_release_asset_name(path):
+    if path.suffix != ".pt":
+        raise TrainingError(f"model {model!r} is neither a .pt checkpoint nor a .yaml architecture")
+    if is_release_asset_name(path):
         raise TrainingError(
             f"model {model!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
             "download it; rename the file (for example to cigarette-<name>.pt)"
@@ -171,19 +174,22 @@ def check_output_path(output: Path) -> None:
     check_writable_location(output)
 
 
-def check_writable_location(path: Path) -> None:
-    """Create the parent folders of ``path`` and raise TrainingError unless a file can be written there.
+def check_writable_location(path: Path, label: str = "output") -> None:
+    """Raise TrainingError unless ``path`` could be created, without creating anything.
 
-    Writing a scratch file is the real test: permission bits do not cover read-only
-    mounts, /proc or a root user.
+    The nearest existing parent folder must take a scratch file: permission bits alone
+    do not cover read-only mounts, /proc or a root user.
     """
     folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file")
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise TrainingError(f"output {str(path)!r} cannot be written ({error.strerror or error}); choose another folder") from error
+        raise TrainingError(f"{label} {str(path)!r} cannot be written ({error.strerror or error}); choose another folder") from error
 
 
 def load_yolo(source: str | Path, role: str) -> Any:
@@ -202,8 +208,13 @@ def load_yolo(source: str | Path, role: str) -> Any:
         ) from error
 
 
-def check_training_data(data: Path) -> Path:
-    """Return the data.yaml to train on, raising TrainingError when it lacks a train or val split."""
+def check_training_data(data: Path) -> Any:
+    """Return the layout of a dataset fit to train on: train and val splits that exist, and class names.
+
+    Raises TrainingError otherwise, before Ultralytics would fail with a traceback or
+    run the data.yaml's ``download`` entry (a URL, shell or Python code) to fetch a
+    missing split.
+    """
     from detector.data import DataError, find_data_yaml, load_layout
 
     try:
@@ -214,7 +225,35 @@ def check_training_data(data: Path) -> Path:
     missing = [split for split in ("train", "val") if split not in layout.splits]
     if missing:
         raise TrainingError(f"{yaml_path} has no {' or '.join(missing)} split, and training needs both")
-    return yaml_path
+    if not layout.names:
+        raise TrainingError(f"{yaml_path} lists no class names; add them, for example names: ['cigarette']")
+    for split in ("train", "val"):
+        for source in layout.splits[split]:
+            if not source.exists():
+                raise TrainingError(
+                    f"{yaml_path}: {split} path {source} not found; fix the path or run `smokedet data check` on it"
+                )
+    return layout
+
+
+def write_training_yaml(layout: Any, folder: Path) -> Path:
+    """Write a data.yaml for Ultralytics with the layout's absolute split paths and no ``download`` entry.
+
+    Training reads this copy, so Ultralytics resolves paths the way `smokedet data check`
+    does, and never runs a download.
+    """
+    import yaml
+
+    content: dict[str, Any] = {"path": str(layout.root)}
+    for split, sources in layout.splits.items():
+        paths = [str(source) for source in sources if source.exists()]  # A missing test split is left out.
+        if paths:
+            content[split] = paths[0] if len(paths) == 1 else paths
+    content["names"] = dict(layout.names)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "data.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def check_resumable(model: Any, last: Path) -> None:
@@ -229,6 +268,21 @@ def check_resumable(model: Any, last: Path) -> None:
             f"cannot resume: the run of {last} already finished; fine-tune its weights in a new run with "
             f"--model {last.with_name('best.pt')} --name <new name>"
         )
+
+
+def _check_resume_data(run_dir: Path) -> None:
+    """Raise TrainingError when the dataset that a run started with has moved or is gone."""
+    import yaml
+
+    args_file = run_dir / "args.yaml"
+    if not args_file.is_file():
+        return  # Ultralytics then reads the arguments from the checkpoint itself.
+    data = (yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}).get("data")
+    if data:
+        try:
+            check_training_data(Path(data))
+        except TrainingError as error:
+            raise TrainingError(f"cannot resume {run_dir}: its dataset is no longer usable: {error}") from error
 
 
 def _check_amp_offline(original: Any) -> Any:
@@ -272,7 +326,7 @@ def train(settings: TrainSettings) -> TrainResult:
                 "or pass another --name"
             )
         check_run_size(settings)
-        data = check_training_data(Path(settings.data))
+        layout = check_training_data(Path(settings.data))
         schedule = schedule_for(settings)
 
     threads = set_torch_threads(settings.threads)
@@ -283,17 +337,23 @@ def train(settings: TrainSettings) -> TrainResult:
     if settings.resume:
         model = load_yolo(last, "checkpoint")
         check_resumable(model, last)
+        _check_resume_data(run_dir)
         logger.info("resuming %s on %s with %d threads", last, device, threads)
         model.train(resume=True, device=device)
     else:
         logger.info(
-            "training %s on %s with %d threads for %d epochs: %s", settings.model, data, threads, settings.epochs, schedule
+            "training %s on %s with %d threads for %d epochs: %s",
+            settings.model,
+            layout.yaml_path,
+            threads,
+            settings.epochs,
+            schedule,
         )
         model = load_yolo(settings.model, "model")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        data = write_training_yaml(layout, run_dir)
         write_json(run_dir / RUN_SETTINGS_FILE, settings_as_dict(settings))
         model.train(
-            data=str(data.resolve()),
+            data=str(data),
             epochs=settings.epochs,
             imgsz=settings.imgsz,
             batch=settings.batch,
@@ -431,8 +491,9 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
     """Return ``settings`` with data, model, epochs, image size, batch and schedule as the run started.
 
     A resumed run keeps the arguments it started with, not the ones given with --resume.
-    They come from the run's args.yaml, except the model: Ultralytics rewrites it to
-    last.pt on resume, so it comes from the settings file that train() writes.
+    They come from the run's args.yaml, except data and model, which come from the
+    settings file that train() writes: args.yaml names the run's own copy of data.yaml,
+    and Ultralytics rewrites the model to last.pt on resume.
     """
     import dataclasses
 
@@ -444,7 +505,9 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
     arguments = yaml.safe_load(args_file.read_text(encoding="utf-8")) or {}
     started = Path(run_dir) / RUN_SETTINGS_FILE
     if started.is_file():
-        arguments["model"] = json.loads(started.read_text(encoding="utf-8")).get("model", arguments.get("model"))
+        recorded = json.loads(started.read_text(encoding="utf-8"))
+        for key in ("data", "model"):
+            arguments[key] = recorded.get(key, arguments.get(key))
     return dataclasses.replace(
         settings,
         data=Path(arguments.get("data", settings.data)),
@@ -833,6 +896,8 @@ def export_model(
 
     if output is not None:
         output = Path(output)
+        if output.is_dir() and export_format != "openvino":
+            raise TrainingError(f"output {str(output)!r} is a folder: pass a file path ending in {ending}")
         check_writable_location(output)
         output.parent.mkdir(parents=True, exist_ok=True)
     load_yolo(weights, "weights")  # Names the user's file in the error, not the copy exported below.

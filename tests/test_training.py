@@ -27,10 +27,12 @@ from detector.training import (
     _check_amp_offline,
     _settings_of_run,
     check_export_requirements,
+    check_training_data,
     evaluate,
     is_release_asset_name,
     render_model_card,
     schedule_for,
+    write_training_yaml,
 )
 
 REAL_IMAGES_PER_KIND = 3  # Positives and negatives copied from the shared test split.
@@ -124,14 +126,16 @@ def test_train_fine_tunes_checkpoint(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_train_resume_continues_interrupted_run(tiny_dataset, tmp_path, capsys, caplog):
+    dataset = shutil.copytree(tiny_dataset, tmp_path / "dataset")
     run = tmp_path / "runs" / "two"
     base = ["train", "--project", str(tmp_path / "runs"), "--name", "two", "--output", str(tmp_path / "two.pt")]
-    first = [*base, "--data", str(tiny_dataset), "--epochs", "2", "--imgsz", "64", "--batch", "4"]
+    first = [*base, "--data", str(dataset), "--epochs", "2", "--imgsz", "64", "--batch", "4"]
     assert main([*first, "--device", "cpu", "--workers", "0"]) == 0
     capsys.readouterr()
 
     assert main([*base, "--resume"]) == 1
     assert "already finished" in capsys.readouterr().err
+    (tmp_path / "two.pt").unlink()
     assert main(first) == 1
     assert "continue it with --resume" in capsys.readouterr().err
 
@@ -139,6 +143,10 @@ def test_train_resume_continues_interrupted_run(tiny_dataset, tmp_path, capsys, 
     shutil.copyfile(run / "weights" / "epoch0.pt", run / "weights" / "last.pt")
     results = (run / "results.csv").read_text().splitlines()
     (run / "results.csv").write_text("\n".join(results[:2]) + "\n")
+    dataset.rename(tmp_path / "moved")
+    assert main([*base, "--resume"]) == 1
+    assert "its dataset is no longer usable" in capsys.readouterr().err
+    (tmp_path / "moved").rename(dataset)
     caplog.set_level("WARNING", logger="detector")
     assert main([*base, "--resume", "--epochs", "5", "--lr0", "0.1"]) == 0
 
@@ -199,6 +207,64 @@ def test_train_rejects_out_of_range_option(tiny_dataset, capsys, option):
 
     assert exit_info.value.code == 2
     assert f"argument {option[0]}" in capsys.readouterr().err
+
+
+def test_train_never_runs_download_entry(tiny_dataset, tmp_path, capsys):
+    marker = tmp_path / "download-ran"
+    data = tmp_path / "data.yaml"
+    data.write_text(
+        f"path: {tiny_dataset}\ntrain: train/images\nval: missing/images\nnames: ['cigarette']\n"
+        f"download: \"open('{marker}', 'w').write('x')\"\n"
+    )
+    arguments = ["train", "--data", str(data), "--project", str(tmp_path / "runs"), "--output", str(tmp_path / "out.pt")]
+
+    assert main(arguments) == 1
+
+    assert "val path" in capsys.readouterr().err
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_training_yaml_has_absolute_paths(tiny_dataset, tmp_path, monkeypatch):
+    data = tiny_dataset / "relative-root.yaml"
+    data.write_text("path: .\ntrain: train/images\nval: valid/images\ntest: absent/images\nnames: ['cigarette']\n")
+    monkeypatch.chdir(tmp_path)  # Ultralytics would resolve "path: ." against this folder.
+
+    written = yaml.safe_load(write_training_yaml(check_training_data(data), tmp_path / "run").read_text())
+
+    assert written["train"] == str(tiny_dataset / "train" / "images")
+    assert written["val"] == str(tiny_dataset / "valid" / "images")
+    assert "test" not in written
+    assert "download" not in written
+    assert written["names"] == {0: "cigarette"}
+
+
+def test_train_rejects_unknown_model_suffix(tiny_dataset, tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text("print('not a model')\n")
+    arguments = ["train", "--data", str(tiny_dataset), "--model", str(script), "--output", str(tmp_path / "out.pt")]
+
+    assert main(arguments) == 1
+    assert "neither a .pt checkpoint nor a .yaml architecture" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--project", "file"), ("--name", ""), ("--name", "a/b"), ("--output", "existing.pt")],
+)
+def test_train_rejects_unusable_location(tiny_dataset, tmp_path, monkeypatch, option, value):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("a file where a folder is needed")
+    (tmp_path / "existing.pt").write_bytes(b"published weights")
+    arguments = ["train", "--data", str(tiny_dataset), option, value]
+    if option != "--output":
+        arguments += ["--output", str(tmp_path / "out.pt")]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+
+    assert exit_info.value.code == 2
+    assert (tmp_path / "existing.pt").read_bytes() == b"published weights"
 
 
 def test_train_needs_data_unless_resuming(capsys):
@@ -580,11 +646,31 @@ def test_eval_quiet_prints_only_tables(tiny_dataset):
     assert "Ultralytics" not in result.stdout + result.stderr
 
 
-def test_data_check_rejects_negative_workers(tiny_dataset):
+@pytest.mark.parametrize("option", ["--workers", "--max-warnings"])
+def test_data_check_rejects_negative_count(tiny_dataset, option):
     with pytest.raises(SystemExit) as exit_info:
-        main(["data", "check", str(tiny_dataset), "--workers", "-1"])
+        main(["data", "check", str(tiny_dataset), option, "-1"])
 
     assert exit_info.value.code == 2
+
+
+def test_data_check_invalid_names(tmp_path, capsys):
+    (tmp_path / "data.yaml").write_text("train: train/images\nval: valid/images\nnames: {a: cigarette}\n")
+
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert "invalid 'names'" in capsys.readouterr().err
+
+
+def test_export_keeps_existing_folder(tmp_path, capsys):
+    folder = tmp_path / "keep.onnx"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    arguments = ["export", "--weights", str(DEFAULT_WEIGHTS), "--format", "onnx", "--device", "cpu", "--out", str(folder)]
+
+    assert main(arguments) == 1
+
+    assert "is a folder" in capsys.readouterr().err
+    assert (folder / "notes.txt").read_text() == "precious"
 
 
 def test_export_missing_weights(tmp_path):
