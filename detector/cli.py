@@ -13,6 +13,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from detector.options import fraction_up_to_one, integer_at_least, non_negative_number
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -39,43 +41,6 @@ def _configure_logging(verbosity: int) -> None:
 
 # Defaults of `smokedet train` options that a resumed run ignores; see _run_train.
 TRAIN_DEFAULTS = {"model": "yolov9t.yaml", "epochs": 10, "imgsz": 416, "batch": 16}
-
-
-def _int_at_least(minimum: int):
-    """Return an argparse type that accepts whole numbers of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid whole number {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
-        return value
-
-    return parse
-
-
-def _unit_interval(text: str) -> float:
-    """Parse a learning rate or fraction: a number greater than 0 and at most 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 < value <= 1:  # Also rejects nan.
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
-    return value
-
-
-def _epoch_span(text: str) -> float:
-    """Parse a finite, non-negative number of epochs; fractions are allowed."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 <= value < float("inf"):  # Also rejects nan.
-        raise argparse.ArgumentTypeError(f"must be a finite number of 0 or more, got {text}")
-    return value
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,8 +95,8 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
 
     check = data_commands.add_parser("check", help="check a YOLO dataset for problems that make training drop or misread images")
     check.add_argument("dataset", help="dataset folder containing data.yaml, or the yaml file")
-    check.add_argument("--max-warnings", type=_int_at_least(0), default=20, help="warnings to list (0 lists all); default: %(default)s")
-    check.add_argument("--workers", type=_int_at_least(0), default=0, help="threads that read images; 0 uses every core")
+    check.add_argument("--max-warnings", type=integer_at_least(0), default=20, help="warnings to list (0 lists all); default: %(default)s")
+    check.add_argument("--workers", type=integer_at_least(0), default=0, help="threads that read images; 0 uses every core")
     check.set_defaults(handler=_run_data_check, command_parser=check)
 
     train = commands.add_parser("train", help="train a detector offline and publish its stripped weights with a model card")
@@ -140,11 +105,11 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--model", default=None, help=f"architecture .yaml (untrained start) or .pt checkpoint; default: {TRAIN_DEFAULTS['model']}"
     )
-    train.add_argument("--epochs", type=_int_at_least(1), default=None, help=f"training epochs; default: {TRAIN_DEFAULTS['epochs']}")
+    train.add_argument("--epochs", type=integer_at_least(1), default=None, help=f"training epochs; default: {TRAIN_DEFAULTS['epochs']}")
     train.add_argument(
-        "--imgsz", type=_int_at_least(32), default=None, help=f"training image size in pixels; default: {TRAIN_DEFAULTS['imgsz']}"
+        "--imgsz", type=integer_at_least(32), default=None, help=f"training image size in pixels; default: {TRAIN_DEFAULTS['imgsz']}"
     )
-    train.add_argument("--batch", type=_int_at_least(1), default=None, help=f"images per batch; default: {TRAIN_DEFAULTS['batch']}")
+    train.add_argument("--batch", type=integer_at_least(1), default=None, help=f"images per batch; default: {TRAIN_DEFAULTS['batch']}")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_schedule_arguments(train)
     train.add_argument(
@@ -152,8 +117,8 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the interrupted run at <project>/<name> from its last.pt, with the data, model and schedule it started with",
     )
-    train.add_argument("--threads", type=_int_at_least(0), default=0, help="PyTorch CPU threads; 0 uses every core")
-    train.add_argument("--workers", type=_int_at_least(0), default=2, help="data loader processes; default: %(default)s")
+    train.add_argument("--threads", type=integer_at_least(0), default=0, help="PyTorch CPU threads; 0 uses every core")
+    train.add_argument("--workers", type=integer_at_least(0), default=2, help="data loader processes; default: %(default)s")
     train.add_argument("--name", default="cigarette", help="run name, also the default weights name; default: %(default)s")
     train.add_argument("--project", default="runs/train", help="folder for run folders; default: %(default)s")
     train.add_argument("--output", default=None, help="where to write the stripped best weights; default: weights/<name>.pt")
@@ -169,10 +134,10 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="confidence threshold for the image-level table (0-1); default: the shipped threshold, 0.25",
     )
-    evaluate.add_argument("--imgsz", type=_int_at_least(32), default=416, help="image size in pixels; default: %(default)s")
-    evaluate.add_argument("--batch", type=_int_at_least(1), default=16, help="images per batch; default: %(default)s")
+    evaluate.add_argument("--imgsz", type=integer_at_least(32), default=416, help="image size in pixels; default: %(default)s")
+    evaluate.add_argument("--batch", type=integer_at_least(1), default=16, help="images per batch; default: %(default)s")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    evaluate.add_argument("--workers", type=_int_at_least(0), default=2, help="data loader processes; default: %(default)s")
+    evaluate.add_argument("--workers", type=integer_at_least(0), default=2, help="data loader processes; default: %(default)s")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=_run_eval, command_parser=evaluate)
 
@@ -180,7 +145,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--weights", required=True, help="PyTorch .pt weights")
     export.add_argument("--format", required=True, choices=["onnx", "openvino", "engine"], help="engine is TensorRT (CUDA only)")
     export.add_argument(
-        "--imgsz", type=_int_at_least(32), default=416, help="export image size in pixels, same as inference; default: %(default)s"
+        "--imgsz", type=integer_at_least(32), default=416, help="export image size in pixels, same as inference; default: %(default)s"
     )
     export.add_argument("--half", action="store_true", help="fp16 weights (onnx and engine need a CUDA GPU)")
     export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -270,23 +235,23 @@ def _add_schedule_arguments(train: argparse.ArgumentParser) -> None:
         "--optimizer", choices=OPTIMIZERS, default=None, help=f"default: {scratch.optimizer} (auto lets Ultralytics choose)"
     )
     schedule.add_argument(
-        "--lr0", type=_unit_interval, default=None, help=f"initial learning rate; default: {scratch.lr0} from scratch, {fine_tune.lr0} fine-tuning"
+        "--lr0", type=fraction_up_to_one, default=None, help=f"initial learning rate; default: {scratch.lr0} from scratch, {fine_tune.lr0} fine-tuning"
     )
     schedule.add_argument(
         "--lrf",
-        type=_unit_interval,
+        type=fraction_up_to_one,
         default=None,
         help=f"final learning rate as a fraction of --lr0; default: {scratch.lrf} from scratch, {fine_tune.lrf} fine-tuning",
     )
     schedule.add_argument(
         "--warmup-epochs",
-        type=_epoch_span,
+        type=non_negative_number,
         default=None,
         help=f"learning-rate warm-up in epochs; default: {scratch.warmup_epochs:g} from scratch, {fine_tune.warmup_epochs:g} fine-tuning",
     )
     schedule.add_argument(
         "--close-mosaic",
-        type=_int_at_least(0),
+        type=integer_at_least(0),
         default=None,
         help=f"turn mosaic augmentation off for this many final epochs; default: {scratch.close_mosaic} from scratch, "
         "every epoch (mosaic off) fine-tuning",

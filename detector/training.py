@@ -140,6 +140,14 @@ def is_release_asset_name(path: Path | str) -> bool:
     return name.startswith(RELEASE_NAME_PREFIXES) or stem in {asset.lower() for asset in GITHUB_ASSETS_STEMS}
 
 
+def _reject_release_asset_name(path: Path, role: str, fix: str) -> None:
+    if is_release_asset_name(path):
+        raise TrainingError(
+            f"{role} {str(path)!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
+            f"download it when loaded; {fix}"
+        )
+
+
 def check_model_name(model: str) -> None:
     """Raise TrainingError for a missing checkpoint or an official asset name that would trigger a download."""
     path = Path(model)
@@ -149,11 +157,7 @@ def check_model_name(model: str) -> None:
         raise TrainingError(f"model {model!r} not found: pass an existing .pt checkpoint or a .yaml architecture")
     if path.suffix != ".pt":
         raise TrainingError(f"model {model!r} is neither a .pt checkpoint nor a .yaml architecture")
-    if is_release_asset_name(path):
-        raise TrainingError(
-            f"model {model!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
-            "download it; rename the file (for example to cigarette-<name>.pt)"
-        )
+    _reject_release_asset_name(path, "model", "rename the file (for example to cigarette-<name>.pt)")
 
 
 def check_output_path(output: Path) -> None:
@@ -164,11 +168,7 @@ def check_output_path(output: Path) -> None:
     output = Path(output)
     if output.suffix != ".pt":
         raise TrainingError(f"output {str(output)!r} must end in .pt: its model card is written beside it as .md")
-    if is_release_asset_name(output):
-        raise TrainingError(
-            f"output {str(output)!r} is named like an Ultralytics release asset, which makes Ultralytics try to "
-            "download it when loaded; choose another --output or --name (for example cigarette-<name>)"
-        )
+    _reject_release_asset_name(output, "output", "choose another --output or --name (for example cigarette-<name>)")
     if output.is_dir():
         raise TrainingError(f"output {str(output)!r} is a folder: pass a file path ending in .pt")
     check_writable_location(output)

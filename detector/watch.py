@@ -34,6 +34,7 @@ import numpy as np
 import supervision as sv
 
 from detector.config import ConfigError, WatchConfig, load_watch_config, single_camera
+from detector.options import non_negative_integer, non_negative_number, positive_number
 from detector.events import AlertChange, AlertSettings, AlertTracker
 from detector.sinks import (
     EVENT_LOG_PREFIX,
@@ -522,43 +523,6 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 # -- command line -----------------------------------------------------------
-
-
-def non_negative_number(text: str) -> float:
-    """Parse an option value that must be a finite number of 0 or more; argparse names the option in the error."""
-    value = _finite_number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    """Parse an option value that must be a finite number above 0; argparse names the option in the error."""
-    value = _finite_number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return value
-
-
-def non_negative_integer(text: str) -> int:
-    """Parse an option value that must be a whole number of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def _finite_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
 
 
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
