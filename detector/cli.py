@@ -44,13 +44,16 @@ TRAIN_DEFAULTS = {"model": "yolov9t.yaml", "epochs": 10, "imgsz": 416, "batch": 
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from detector.model import DEFAULT_WEIGHTS
+    from detector.model import DEFAULT_CONFIDENCE, DEFAULT_WEIGHTS
 
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="model file (.pt or exported); default: %(default)s")
     parser.add_argument("--device", default="auto", help="auto (CUDA with fp16 when present, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--imgsz", type=int, default=416, help="inference image size in pixels; default: %(default)s")
     parser.add_argument(
-        "--conf", type=float, default=None, help="detection confidence threshold (0-1); default: the model card's"
+        "--conf",
+        type=float,
+        default=None,
+        help=f"detection confidence threshold (0-1); default: {DEFAULT_CONFIDENCE}, chosen for the shipped model in its card",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="PyTorch CPU threads; 0 uses every core but one, left for video decoding"
@@ -80,6 +83,8 @@ def _add_watch_command(commands: argparse._SubParsersAction) -> None:
 
 def _add_training_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``smokedet data``, ``train``, ``eval`` and ``export``."""
+    from detector.model import DEFAULT_CONFIDENCE
+
     data = commands.add_parser("data", help="download and check YOLO datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
 
@@ -132,7 +137,7 @@ def _add_training_commands(commands: argparse._SubParsersAction) -> None:
         "--conf",
         type=float,
         default=None,
-        help="confidence threshold for the image-level table (0-1); default: the shipped threshold, 0.25",
+        help=f"confidence threshold for the image-level table (0-1); default: {DEFAULT_CONFIDENCE}, the shipped model's",
     )
     evaluate.add_argument("--imgsz", type=integer_at_least(32), default=416, help="image size in pixels; default: %(default)s")
     evaluate.add_argument("--batch", type=integer_at_least(1), default=16, help="images per batch; default: %(default)s")
