@@ -227,7 +227,7 @@ def _about_text(app: DemoApp) -> str:
     return (
         "## Model\n"
         f"Weights `{Path(settings.weights).name}`, input size {settings.imgsz} px, "
-        f"confidence threshold {DEFAULT_CONFIDENCE:.2f} (the model card's), IoU {settings.iou:.2f}.\n\n"
+        f"confidence threshold {DEFAULT_CONFIDENCE:.2f} (chosen for the shipped model), IoU {settings.iou:.2f}.\n\n"
         "## Model card\n\n"
         f"{app.model_card}\n"
     )

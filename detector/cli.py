@@ -270,6 +270,7 @@ def _run_train(arguments: argparse.Namespace) -> int:
     from detector.training import (
         TrainingError,
         TrainSettings,
+        check_new_run_folder,
         check_output_path,
         check_writable_location,
         publish_run,
@@ -287,9 +288,12 @@ def _run_train(arguments: argparse.Namespace) -> int:
     output = Path(arguments.output) if arguments.output else Path("weights") / f"{arguments.name}.pt"
     if output.exists() and not arguments.resume:
         raise UsageError(f"output {str(output)!r} already exists; pass another --output or --name, or delete it first")
+    run_dir = Path(arguments.project) / arguments.name
     try:
         check_output_path(output)
-        check_writable_location(Path(arguments.project) / arguments.name / "weights" / "last.pt", label="run folder file")
+        check_writable_location(run_dir / "weights" / "last.pt", label="run folder file")
+        if not arguments.resume:
+            check_new_run_folder(run_dir)
     except TrainingError as error:
         raise UsageError(str(error)) from error
 

@@ -181,8 +181,8 @@ def detect_image(
 
 def _image_verdict(smoking: bool, top: float, shown: int, confidence: float, verdict_confidence: float) -> str:
     if smoking:
-        return f"**Smoking detected**: top confidence {top:.2f}, at or above the model card's threshold {verdict_confidence:.2f}."
-    text = f"**No cigarette found** at the model card's threshold {verdict_confidence:.2f}."
+        return f"**Smoking detected**: top confidence {top:.2f}, at or above the confidence threshold {verdict_confidence:.2f}."
+    text = f"**No cigarette found** at the confidence threshold {verdict_confidence:.2f}."
     if shown:
         text += f" {shown} box(es) below that threshold are drawn because the slider is at {confidence:.2f}."
     return text

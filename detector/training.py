@@ -256,6 +256,21 @@ def write_training_yaml(layout: Any, folder: Path) -> Path:
     return path
 
 
+def check_new_run_folder(run_dir: Path) -> None:
+    """Raise TrainingError when ``run_dir`` already has weights, which a new run would overwrite."""
+    last = Path(run_dir) / "weights" / "last.pt"
+    if not last.is_file():
+        return
+    try:
+        check_resumable(load_yolo(last, "checkpoint"), last)
+    except TrainingError:
+        raise TrainingError(
+            f"run folder {run_dir} already has the weights of a finished run; pass another --name "
+            f"(and --model {last.with_name('best.pt')} to fine-tune them)"
+        ) from None
+    raise TrainingError(f"run folder {run_dir} already has weights of an interrupted run; continue it with --resume, or pass another --name")
+
+
 def check_resumable(model: Any, last: Path) -> None:
     """Raise TrainingError unless ``last`` is a checkpoint that Ultralytics can resume.
 
@@ -320,11 +335,7 @@ def train(settings: TrainSettings) -> TrainResult:
             raise TrainingError(f"cannot resume: {last} not found; start a new run without --resume")
     else:
         check_model_name(settings.model)
-        if last.is_file():
-            raise TrainingError(
-                f"run folder {run_dir} already has weights from an earlier run; continue it with --resume, "
-                "or pass another --name"
-            )
+        check_new_run_folder(run_dir)
         check_run_size(settings)
         layout = check_training_data(Path(settings.data))
         schedule = schedule_for(settings)
@@ -491,9 +502,9 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
     """Return ``settings`` with data, model, epochs, image size, batch and schedule as the run started.
 
     A resumed run keeps the arguments it started with, not the ones given with --resume.
-    They come from the run's args.yaml, except data and model, which come from the
-    settings file that train() writes: args.yaml names the run's own copy of data.yaml,
-    and Ultralytics rewrites the model to last.pt on resume.
+    They come from the run's args.yaml, except data, model and device, which come from
+    the settings file that train() writes: args.yaml names the run's own copy of
+    data.yaml, and Ultralytics rewrites the model to last.pt and the device on resume.
     """
     import dataclasses
 
@@ -506,7 +517,7 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
     started = Path(run_dir) / RUN_SETTINGS_FILE
     if started.is_file():
         recorded = json.loads(started.read_text(encoding="utf-8"))
-        for key in ("data", "model"):
+        for key in ("data", "model", "device"):
             arguments[key] = recorded.get(key, arguments.get(key))
     return dataclasses.replace(
         settings,
@@ -515,6 +526,7 @@ def _settings_of_run(run_dir: Path, settings: TrainSettings) -> TrainSettings:
         epochs=int(arguments.get("epochs", settings.epochs)),
         imgsz=int(arguments.get("imgsz", settings.imgsz)),
         batch=int(arguments.get("batch", settings.batch)),
+        device=str(arguments.get("device", settings.device)),
         optimizer=_argument(arguments, "optimizer", str, settings.optimizer),
         lr0=_argument(arguments, "lr0", float, settings.lr0),
         lrf=_argument(arguments, "lrf", float, settings.lrf),

@@ -136,13 +136,19 @@ def test_train_resume_continues_interrupted_run(tiny_dataset, tmp_path, capsys, 
     assert main([*base, "--resume"]) == 1
     assert "already finished" in capsys.readouterr().err
     (tmp_path / "two.pt").unlink()
-    assert main(first) == 1
-    assert "continue it with --resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(first)
+    assert exit_info.value.code == 2
+    assert "weights of a finished run" in capsys.readouterr().err
 
     # An interruption during epoch 2 leaves epoch 1's checkpoint, optimizer included, as last.pt.
     shutil.copyfile(run / "weights" / "epoch0.pt", run / "weights" / "last.pt")
     results = (run / "results.csv").read_text().splitlines()
     (run / "results.csv").write_text("\n".join(results[:2]) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(first)
+    assert exit_info.value.code == 2
+    assert "continue it with --resume" in capsys.readouterr().err
     dataset.rename(tmp_path / "moved")
     assert main([*base, "--resume"]) == 1
     assert "its dataset is no longer usable" in capsys.readouterr().err
@@ -155,6 +161,7 @@ def test_train_resume_continues_interrupted_run(tiny_dataset, tmp_path, capsys, 
     assert epochs == ["1", "2"]
     card = (tmp_path / "two.md").read_text()
     assert "| model | `yolov9t.yaml` |" in card  # Not the last.pt that Ultralytics records on resume.
+    assert "--device cpu" in card  # As the run started, not the resume's default of auto.
     assert "2 run of 2 requested" in card
     assert "continued with --resume" in card
 
