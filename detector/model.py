@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "cigarette-yolov9t.pt"
 # The confidence threshold the model card recommends for the shipped weights.
-DEFAULT_CONFIDENCE = 0.25
+DEFAULT_CONFIDENCE = 0.20
 EXPORTED_SUFFIXES = {".onnx", ".torchscript", ".engine", ".tflite", ".mlpackage"}
 
 

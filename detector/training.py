@@ -696,7 +696,7 @@ def evaluate(
     weights: Path,
     data: Path,
     split: str = "test",
-    confidence: float = 0.25,
+    confidence: float = 0.20,
     imgsz: int = 416,
     batch: int = 16,
     device: str = "auto",

@@ -16,7 +16,7 @@ from detector.events import AlertSettings
 from detector.synthetic import moving_pattern, write_video
 
 # The shipped model scores letterboxed slideshow frames lower than the original
-# images, so video tests detect at 0.15 instead of the model card's 0.25.
+# images, so video tests detect at 0.15 instead of the model card's 0.20.
 VIDEO_TEST_CONFIDENCE = 0.15
 
 needs_dataset = pytest.mark.skipif(not DATASET_DIR.is_dir(), reason=f"shared dataset not found at {DATASET_DIR}")
