@@ -308,6 +308,7 @@ def _check_amp_offline(original: Any) -> Any:
     when the download fails.
     """
 
+    # NOTE: the CUDA branch has run only in a test with a stand-in CUDA device, not on a GPU.
     def check_amp(model: Any) -> bool:
         from ultralytics.utils import WEIGHTS_DIR
 
