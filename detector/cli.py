@@ -299,7 +299,7 @@ def _run_train(arguments: argparse.Namespace) -> int:
 
     explicit = {key: getattr(arguments, key) for key in TRAIN_DEFAULTS}
     settings = TrainSettings(
-        data=Path(arguments.data or "."),
+        data=Path(arguments.data or "."),  # A resumed run reads its data from the run folder instead.
         **{key: default if explicit[key] is None else explicit[key] for key, default in TRAIN_DEFAULTS.items()},
         device=arguments.device,
         resume=arguments.resume,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import errno
 import json
-import math
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -261,24 +261,33 @@ def check_new_run_folder(run_dir: Path) -> None:
     last = Path(run_dir) / "weights" / "last.pt"
     if not last.is_file():
         return
-    try:
-        check_resumable(load_yolo(last, "checkpoint"), last)
-    except TrainingError:
+    if _is_resumable(load_yolo(last, "checkpoint")):
         raise TrainingError(
-            f"run folder {run_dir} already has the weights of a finished run; pass another --name "
-            f"(and --model {last.with_name('best.pt')} to fine-tune them)"
-        ) from None
-    raise TrainingError(f"run folder {run_dir} already has weights of an interrupted run; continue it with --resume, or pass another --name")
+            f"run folder {run_dir} already has weights of an interrupted run; continue it with --resume, "
+            "or pass another --name"
+        )
+    raise TrainingError(
+        f"run folder {run_dir} already has the weights of a finished run; pass another --name "
+        f"(and --model {last.with_name('best.pt')} to fine-tune them)"
+    )
+
+
+def _is_resumable(model: Any) -> bool:
+    """Return True when a loaded checkpoint still has the optimizer state and epoch of an unfinished run.
+
+    A finished run's last.pt has no optimizer state and epoch -1.
+    """
+    checkpoint = getattr(model, "ckpt", None) or {}
+    return checkpoint.get("epoch", -1) >= 0 and checkpoint.get("optimizer") is not None
 
 
 def check_resumable(model: Any, last: Path) -> None:
     """Raise TrainingError unless ``last`` is a checkpoint that Ultralytics can resume.
 
-    A finished run's last.pt has no optimizer state and epoch -1; Ultralytics would
-    start a new run on its default dataset instead, which it tries to download.
+    For a finished run, Ultralytics would start a new run on its default dataset
+    instead, which it tries to download.
     """
-    checkpoint = getattr(model, "ckpt", None) or {}
-    if checkpoint.get("epoch", -1) < 0 or checkpoint.get("optimizer") is None:
+    if not _is_resumable(model):
         raise TrainingError(
             f"cannot resume: the run of {last} already finished; fine-tune its weights in a new run with "
             f"--model {last.with_name('best.pt')} --name <new name>"
@@ -697,7 +706,7 @@ def evaluate(
     weights: Path,
     data: Path,
     split: str = "test",
-    confidence: float = 0.20,
+    confidence: float | None = None,
     imgsz: int = 416,
     batch: int = 16,
     device: str = "auto",
@@ -705,11 +714,14 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate weights on one split with Ultralytics ``val``, per manifest source, and image by image.
 
-    ``confidence`` sets only the image-level counts; precision, recall and mAP come
-    from Ultralytics at its own low threshold, as Ultralytics reports them.
+    ``confidence`` (default: the shipped model's threshold) sets only the image-level
+    counts; precision, recall and mAP come from Ultralytics at its own low threshold,
+    as Ultralytics reports them.
     """
     from detector.data import DataError, find_data_yaml, list_split_images, load_layout
-    from detector.model import Detector, ModelSettings, resolve_device
+    from detector.model import DEFAULT_CONFIDENCE, Detector, ModelSettings, resolve_device
+
+    confidence = DEFAULT_CONFIDENCE if confidence is None else confidence
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     weights = Path(weights)
